@@ -1,0 +1,53 @@
+"""The command line: a thin layer over `imgsearch.Library`. Each command parses, calls, prints."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+
+
+class Commands(click.Group):
+    """Turns the library's errors into one clear line: exit 1 for runtime errors, 2 for usage errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from ..errors import ImgsearchError, UsageError
+
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            raise click.UsageError(str(e)) from e
+        except ImgsearchError as e:
+            raise click.ClickException(str(e)) from e
+        except KeyboardInterrupt:
+            click.echo("imgsearch: interrupted; work committed so far is kept", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imgsearch")
+def main() -> None:
+    """Search your photo folders by words or by example image.
+
+    \b
+      imgsearch index ~/Photos                 index a folder (later runs only what changed)
+      imgsearch query "a red apple on a table" find pictures by description
+      imgsearch similar ~/Photos/cat.jpg       find pictures that look like this one
+      imgsearch status                         what is indexed, and where
+
+    The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere.
+    """
+
+
+def _register() -> None:
+    from . import index, models, query, status
+
+    for module in (index, query, status, models):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,70 @@
+"""`imgsearch index`: add folders and bring the index up to date."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..events import IndexEvents
+from .options import library_options, open_library
+from .output import display_path
+
+
+class _TerminalProgress(IndexEvents):
+    """Progress bars with rate and ETA on stderr when it is a terminal; failures as one line each."""
+
+    def __init__(self, show_bars: bool):
+        self.show_bars = show_bars
+        self.bar: Any = None
+
+    def phase(self, name: str, total: int) -> None:
+        self.close()
+        if self.show_bars:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=name, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def failed(self, path: bytes, reason: str) -> None:
+        line = f"skipped {display_path(path)}: {reason}"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.command()
+@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@library_options
+@click.option("-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still listed.")
+def index(folders: tuple[str, ...], workers: int | None, quiet: bool, **options: Any) -> None:
+    """Index FOLDERS (or, with none, every folder indexed before).
+
+    The first run embeds every image; later runs look only at what changed: new and changed files are
+    embedded, moved, renamed and copied files reuse their stored vectors, deleted files leave the index.
+    Files that cannot be read as images are listed and skipped until they change.
+    """
+    library = open_library(workers=workers, **options)
+    progress = _TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
+    try:
+        report = library.index(folders, events=progress)
+    finally:
+        progress.close()
+    for root in report.missing_roots:
+        click.echo(f"warning: {display_path(root)} is not there (unplugged?); its images are kept", err=True)
+    if not quiet:
+        click.echo(report.summary())
+
+
+COMMANDS = [index]

@@ -1,0 +1,45 @@
+"""Options shared by the commands that open an index."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..models import DEVICES, PRECISIONS
+
+
+def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--home, --model, --device and --precision, read from the environment too."""
+    decorators = [
+        click.option(
+            "--home",
+            type=click.Path(file_okay=False),
+            envvar="IMGSEARCH_HOME",
+            help="Folder that holds the index [env IMGSEARCH_HOME; default: the per-user data folder].",
+        ),
+        click.option(
+            "--model",
+            envvar="IMGSEARCH_MODEL",
+            help="NAME:TAG, hf-hub:ORG/REPO or local-dir:FOLDER [env IMGSEARCH_MODEL; default: the "
+            "index's own model, or ViT-B-32:laion2b_s34b_b79k for a new index].",
+        ),
+        click.option(
+            "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+            help="Where the model runs: CUDA, then Apple MPS, then CPU.",
+        ),
+        click.option(
+            "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+            help="Model numerics; auto is fp16 on GPUs, bf16 on CPUs that compute it natively, else fp32.",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def open_library(home: str | None, model: str | None, device: str, precision: str, **extra: Any) -> Any:
+    from ..library import Library
+
+    return Library(home, model=model, device=device, precision=precision, **extra)

@@ -1,0 +1,41 @@
+"""How results are printed: aligned text, JSON lines, or bare paths for pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def display_path(path: bytes | str) -> str:
+    """A path for people to read: bytes that are not UTF-8 shown as \\x escapes instead of crashing."""
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def print_matches(matches: Sequence[Any], as_json: bool, paths_only: bool, nul: bool) -> None:
+    if as_json:
+        for m in matches:
+            item = m.to_dict()
+            item["path"] = display_path(m.path) if _lossy(m.path) else m.path
+            click.echo(json.dumps(item, ensure_ascii=False))
+    elif paths_only or nul:
+        out = sys.stdout.buffer
+        for m in matches:  # the exact bytes of the name, whatever its encoding
+            out.write(m.raw_path + (b"\0" if nul else b"\n"))
+        out.flush()
+    else:
+        for m in matches:
+            click.echo(f"{m.score:.4f}  {display_path(m.path)}")
+
+
+def _lossy(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True

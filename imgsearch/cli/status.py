@@ -1,0 +1,51 @@
+"""`imgsearch status`: what is indexed, with which model, where, and what failed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .options import library_options, open_library
+from .output import display_path
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.option("--failures", is_flag=True, help="List every file that could not be indexed, with the reason.")
+@library_options
+def status(as_json: bool, failures: bool, **options: Any) -> None:
+    """Show what is indexed: images, folders, model, where the index lives, and failures."""
+    from ..errors import IndexNotFound
+
+    library = open_library(**options)
+    try:
+        info = library.status()
+    except IndexNotFound:
+        if as_json:
+            click.echo(json.dumps({"home": str(library.home), "images": 0, "model": None}))
+        else:
+            click.echo(f"no index at {library.home} yet: run `imgsearch index FOLDER`")
+        return
+    if failures:
+        for path, reason in library.failures():
+            click.echo(f"{display_path(path)}: {reason}")
+        return
+    if as_json:
+        click.echo(json.dumps(info.to_dict()))
+        return
+    model = f"{info.model} ({info.dim}-d)" if info.model else "none yet"
+    click.echo(f"index     {info.home}")
+    click.echo(f"model     {model}")
+    note = f" ({info.failures} could not be read: `imgsearch status --failures`)" if info.failures else ""
+    click.echo(f"images    {info.images:,}{note}")
+    for i, root in enumerate(info.roots):
+        label = "folders" if i == 0 else ""
+        gone = "" if root.present else " (not there now)"
+        bad = f", {root.failures} failed" if root.failures else ""
+        click.echo(f"{label:<9} {display_path(root.path)}{gone}: {root.images:,} images{bad}")
+    click.echo(f"on disk   {info.disk_bytes / 1e6:.1f} MB")
+
+
+COMMANDS = [status]

@@ -1,0 +1,236 @@
+"""Turn one image file into the model's input pixels, safely; runs in worker processes.
+
+The file is read once: the same bytes are hashed and decoded, so the stored hash always describes the pixels
+that were embedded. The resize and crop reproduce open_clip's eval transform (torchvision semantics), with
+JPEG DCT draft decoding first so a 12 MP photo is never decoded at full size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DecodeError
+
+#: Images with more pixels than this are refused (decompression bombs); a 150 MP medium-format photo passes.
+MAX_PIXELS = 250_000_000
+#: Draft-decode JPEGs to at least this multiple of the model's input size before the exact resize.
+DRAFT_FACTOR = 2
+HASH_SIZE = 16
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME = 0x0132
+_ORIENTATION = 0x0112
+_INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+try:  # HEIC/HEIF (phones) when the plugin is installed; AVIF is built into Pillow.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - optional plugin
+    pass
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its input: open_clip's PreprocessCfg, reduced to what decoding needs."""
+
+    height: int
+    width: int
+    resize_mode: str = "shortest"  # shortest | longest | squash
+    interpolation: str = "bicubic"
+    fill_color: int = 0
+
+
+@dataclass
+class DecodedImage:
+    """The model-sized pixels of one file, and what we learned about it on the way."""
+
+    pixels: np.ndarray  # uint8, (height, width, 3), the model's input size
+    width: int  # of the upright original
+    height: int
+    format: str
+    taken_at: float | None  # EXIF DateTimeOriginal as a Unix time, when present
+    size: int  # bytes of the file as read
+    mtime_ns: int
+    content_hash: bytes
+
+
+def hash_bytes(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=HASH_SIZE).digest()
+
+
+def hash_file(path: str | bytes) -> tuple[bytes, int, int]:
+    """(content hash, size, mtime_ns) of a file, read in one pass."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=HASH_SIZE)).digest()
+    return digest, st.st_size, st.st_mtime_ns
+
+
+def decode_file(path: str | bytes, prep: Preprocess, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Read, hash and decode one file; every failure becomes a DecodeError with a one-line reason."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror or e}") from e
+    image, fmt, width, height, taken_at = open_upright_rgb(data, prep, max_pixels)
+    pixels = fit_to_model(image, prep)
+    return DecodedImage(
+        pixels, width, height, fmt, taken_at, st.st_size, st.st_mtime_ns, hash_bytes(data)
+    )
+
+
+def open_upright_rgb(
+    data: bytes, prep: Preprocess | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, str, int, int, float | None]:
+    """Decode bytes into an upright RGB image (first frame), drafted down towards `prep`'s size when given.
+
+    Returns (image, format, original width, original height, taken_at).
+    """
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
+            fmt = image.format or "unknown"
+            exif = _read_exif(image)
+            if prep is not None and image.format == "JPEG":
+                want = max(prep.height, prep.width) * DRAFT_FACTOR
+                image.draft("RGB", (want, want))
+            image.load()
+    except DecodeError:
+        raise
+    except UnidentifiedImageError as e:
+        raise DecodeError("not an image (unknown format)") from e
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"too many pixels: {e}") from e
+    except (Image.DecompressionBombWarning, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DecodeError(f"broken {fmt_name(data)} file: {e}") from e
+    except Exception as e:  # a decoder plugin's own error type: still one bad file, not a crash
+        raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from e
+    orientation = exif.get(_ORIENTATION, 1) if exif is not None else 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    image = _upright(image, orientation)
+    return to_rgb(image), fmt, width, height, _taken_at(exif)
+
+
+def fmt_name(data: bytes) -> str:
+    """A short name for the format the first bytes claim, for error messages."""
+    signatures = {
+        b"\xff\xd8": "JPEG",
+        b"\x89PNG": "PNG",
+        b"GIF8": "GIF",
+        b"RIFF": "WebP",
+        b"II*\x00": "TIFF",
+        b"MM\x00*": "TIFF",
+        b"BM": "BMP",
+    }
+    for magic, name in signatures.items():
+        if data.startswith(magic):
+            return name
+    return "image"
+
+
+def _read_exif(image: Image.Image) -> Image.Exif | None:
+    try:
+        return image.getexif()
+    except Exception:  # malformed EXIF must not cost the picture
+        return None
+
+
+def _upright(image: Image.Image, orientation: object) -> Image.Image:
+    """Apply an EXIF orientation (1-8) to pixels, as a viewer would."""
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation if isinstance(orientation, int) else 1)
+    return image.transpose(method) if method is not None else image
+
+
+def _taken_at(exif: Image.Exif | None) -> float | None:
+    if exif is None:
+        return None
+    try:
+        value = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if not isinstance(value, str):
+            return None
+        return time.mktime(time.strptime(value.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S"))
+    except Exception:  # dates in the wild are often malformed; they are optional
+        return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB the way a viewer shows it: 16-bit scaled, alpha over white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 255.0 if mode == "F" or values.max(initial=0) <= 255 else 65535.0
+        grey = np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as e:
+        raise DecodeError(f"unsupported colour mode {mode}") from e
+
+
+def fit_to_model(image: Image.Image, prep: Preprocess) -> np.ndarray:
+    """Resize and crop an RGB image to the model's input exactly as open_clip's eval transform does."""
+    resample = _INTERPOLATIONS.get(prep.interpolation, Image.Resampling.BICUBIC)
+    th, tw = prep.height, prep.width
+    w, h = image.size
+    if prep.resize_mode == "squash":
+        size = (tw, th)
+    elif prep.resize_mode == "shortest" and th == tw:
+        # torchvision Resize(int): the short side becomes th, the long side is truncated, not rounded
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = th, int(th * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+    else:
+        # open_clip ResizeKeepRatio: shortest (longest=0) or longest (longest=1) edge fits, rounded
+        rh, rw = h / th, w / tw
+        ratio = max(rh, rw) if prep.resize_mode == "longest" else min(rh, rw)
+        size = (round(w / ratio), round(h / ratio))
+    if size != (w, h):
+        image = image.resize(size, resample)
+    return _center_crop_or_pad(np.asarray(image), th, tw, prep.fill_color)
+
+
+def _center_crop_or_pad(pixels: np.ndarray, th: int, tw: int, fill: int) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    if h < th or w < tw:
+        top, left = max(th - h, 0) // 2, max(tw - w, 0) // 2
+        padded = np.full((max(h, th), max(w, tw), 3), fill, dtype=np.uint8)
+        padded[top : top + h, left : left + w] = pixels
+        pixels, h, w = padded, padded.shape[0], padded.shape[1]
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return np.ascontiguousarray(pixels[top : top + th, left : left + tw])

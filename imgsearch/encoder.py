@@ -1,0 +1,168 @@
+"""A thin wrapper over open_clip: load a model from any source, embed pixels and texts as unit vectors.
+
+torch and open_clip are imported here only, inside functions, so commands that do not encode never pay
+the seconds their import costs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .decode import Preprocess
+from .errors import ModelUnavailable, UsageError
+from .models import CONFIG_FILE, DEVICES, PRECISIONS, ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in which numerics a model runs."""
+
+    device: str
+    precision: str
+    batch_size: int
+
+
+def choose_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """CUDA, then Apple MPS, then CPU; on CPU bf16 only where the processor computes it natively."""
+    import torch
+
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if precision == "auto":
+        if device == "cpu":
+            precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        else:
+            precision = "fp16"
+    return Runtime(device, precision, batch_size=16 if device == "cpu" else 64)
+
+
+class Encoder:
+    """One loaded CLIP model: `embed_pixels` for decoded images, `embed_texts` for queries."""
+
+    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, runtime: Runtime):
+        import torch
+
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.runtime = runtime
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[runtime.precision]
+        cfg = model.visual.preprocess_cfg
+        size = cfg["size"]
+        height, width = (size, size) if isinstance(size, int) else size
+        self.preprocess = Preprocess(
+            height=height,
+            width=width,
+            resize_mode=cfg.get("resize_mode", "shortest"),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            fill_color=cfg.get("fill_color", 0),
+        )
+        self._mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=runtime.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(cfg["std"], dtype=torch.float32, device=runtime.device).view(1, 3, 1, 1)
+        with torch.inference_mode():
+            self.dim = int(self.embed_texts(["a photo"]).shape[1])
+        self.logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
+        """Load weights from the spec's source; missing weights raise ModelUnavailable saying what to do."""
+        runtime = choose_runtime(device, precision)
+        _check_source(spec)
+        import open_clip
+        import torch
+
+        name, pretrained = spec.open_clip_args
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True, device="cpu")
+            tokenizer = open_clip.get_tokenizer(name)
+        except Exception as e:
+            raise ModelUnavailable(_unavailable_message(spec, e)) from e
+        model.eval()
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[runtime.precision]
+        model.to(device=runtime.device, dtype=dtype)
+        return cls(spec, model, tokenizer, runtime)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 model-sized images -> (N, dim) float32 unit vectors."""
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.runtime.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
+            return self._unit(self.model.encode_image(x.to(self.dtype)))
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts -> (N, dim) float32 unit vectors."""
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(texts).to(self.runtime.device)
+            return self._unit(self.model.encode_text(tokens))
+
+    @staticmethod
+    def _unit(features: torch.Tensor) -> np.ndarray:
+        out = features.float().cpu().numpy()
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _check_source(spec: ModelSpec) -> None:
+    """Say plainly what is wrong with a local folder before open_clip reports it its own way."""
+    if spec.kind != "local-dir":
+        if spec.kind == "name":
+            import open_clip
+
+            if spec.name not in open_clip.list_models():
+                raise UsageError(f"open_clip knows no model called {spec.name!r} (see `imgsearch models`)")
+            tags = open_clip.list_pretrained_tags_by_model(spec.name)
+            if spec.tag not in tags:
+                raise UsageError(
+                    f"{spec.name} has no pretrained tag {spec.tag!r}; known tags: {', '.join(tags) or 'none'}"
+                )
+        return
+    folder = spec.name
+    if not os.path.isdir(folder):
+        raise ModelUnavailable(f"model folder {folder} does not exist")
+    if not os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+        raise ModelUnavailable(
+            f"model folder {folder} has no {CONFIG_FILE}: it needs open_clip's layout "
+            "(open_clip_config.json + open_clip_model.safetensors, as in open_clip's hub repositories)"
+        )
+    if not any(name.endswith(_WEIGHT_SUFFIXES) for name in os.listdir(folder)):
+        raise ModelUnavailable(
+            f"model folder {folder} has a config but no weights (open_clip_model.safetensors)"
+        )
+
+
+def _unavailable_message(spec: ModelSpec, error: Exception) -> str:
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    if spec.kind == "local-dir":
+        return f"cannot load the model in {spec.name}: {reason}"
+    return (
+        f"cannot load model {spec.id}: its weights are not in the local cache and could not be downloaded "
+        f"({reason}).\nTo fix: run once with internet access (open_clip caches the weights under "
+        "~/.cache/huggingface), or copy open_clip_config.json and open_clip_model.safetensors into a folder "
+        "and use --model local-dir:FOLDER (see the README, 'Models')."
+    )

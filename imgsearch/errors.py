@@ -1,0 +1,39 @@
+"""One small family of errors: the library raises these, the CLI turns them into one clear line."""
+
+from __future__ import annotations
+
+
+class ImgsearchError(Exception):
+    """Base of every error imgsearch raises on purpose; its message is meant for a person."""
+
+
+class UsageError(ImgsearchError):
+    """The caller asked for something that cannot make sense (the CLI exits 2)."""
+
+
+class ModelUnavailable(ImgsearchError):
+    """The model's weights cannot be found or fetched."""
+
+
+class ModelMismatch(ImgsearchError):
+    """An index built with one model was asked to work with another."""
+
+
+class IndexNotFound(ImgsearchError):
+    """There is no index yet where one was expected."""
+
+
+class IndexBusy(ImgsearchError):
+    """Another process holds the index's write lock."""
+
+
+class SchemaTooNew(ImgsearchError):
+    """The index was written by a newer imgsearch than this one."""
+
+
+class IndexReadOnly(ImgsearchError):
+    """The index folder cannot be written."""
+
+
+class DecodeError(ImgsearchError):
+    """One file could not be read as an image; the reason is the message."""

@@ -1,0 +1,16 @@
+"""What a long-running library call tells its caller as it goes (a leaf: the CLI imports it cheaply)."""
+
+from __future__ import annotations
+
+
+class IndexEvents:
+    """Callbacks of an index run; the defaults say nothing, because the library never prints."""
+
+    def phase(self, name: str, total: int) -> None:
+        """A phase ('hashing', 'encoding') starts with `total` files to go."""
+
+    def advance(self, n: int = 1) -> None:
+        """`n` more files of the current phase are done."""
+
+    def failed(self, path: bytes, reason: str) -> None:
+        """A file was skipped; it is recorded and not retried until it changes."""

@@ -1,0 +1,321 @@
+"""Bring the catalog in line with folders on disk: scan -> hash -> reuse -> decode (workers) -> encode -> store.
+
+Work is incremental: files whose size and mtime are unchanged are not opened; a moved, renamed or copied
+file is recognised by its content hash and keeps or shares a stored vector; only new content is decoded and
+encoded. Each batch is committed on its own, so an interrupted run keeps what it did and the next resumes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .decode import DecodedImage, Preprocess, decode_file, hash_file
+from .encoder import Encoder
+from .errors import DecodeError
+from .events import IndexEvents
+from .scan import FileStat, walk
+from .store.catalog import Catalog, CatalogWriter, Content, KnownFile
+from .store.vectors import VectorIndex
+
+_HASH_THREADS = 4
+
+
+@dataclass
+class IndexReport:
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    copied: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    encoded: int = 0
+    known_bad: int = 0
+    missing_roots: list[bytes] = field(default_factory=list)
+    failures: list[tuple[bytes, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        line = (
+            f"{self.new} new, {self.changed} changed, {self.moved} moved, {self.copied} copied, "
+            f"{self.unchanged} unchanged, {self.removed} removed, {self.failed} failed"
+        )
+        extra = f"{self.encoded} encoded in {self.seconds:.1f} s"
+        if self.known_bad:
+            extra += f"; {self.known_bad} known bad files skipped"
+        return f"{line} ({extra})"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One new content to decode and encode, and every file (path stat, id if already indexed) that has it.
+
+    The first file is the one decoded; equal bytes elsewhere share its vector.
+    """
+
+    content_hash: bytes
+    files: tuple[tuple[FileStat, int | None], ...]
+
+    def with_file(self, fs: FileStat, known_id: int | None) -> _Job:
+        return _Job(self.content_hash, (*self.files, (fs, known_id)))
+
+    @property
+    def path(self) -> bytes:
+        return self.files[0][0].path
+
+
+class Indexer:
+    """One index run over a set of root folders, writing through `catalog` and keeping `vectors` in step."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        vectors: VectorIndex | None,
+        load_encoder: Callable[[], Encoder],
+        events: IndexEvents | None = None,
+        workers: int | None = None,
+    ):
+        self.catalog = catalog
+        self.vectors = vectors
+        self.load_encoder = load_encoder
+        self.events = events or IndexEvents()
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.report = IndexReport()
+
+    def run(self, roots: list[bytes]) -> IndexReport:
+        started = time.perf_counter()
+        try:
+            jobs = self._plan(roots)
+            if jobs:
+                self._encode(jobs)
+        finally:
+            self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    # -- planning: everything that needs no model --------------------------------------------------------
+    def _plan(self, roots: list[bytes]) -> list[_Job]:
+        report = self.report
+        on_disk: dict[bytes, FileStat] = {}
+        known: dict[bytes, KnownFile] = {}
+        bad: dict[bytes, tuple[int, int]] = {}
+        present_roots = []
+        for root in roots:
+            if not os.path.isdir(root):
+                report.missing_roots.append(root)  # an unplugged drive must not wipe its images
+                continue
+            present_roots.append(root)
+            on_disk.update((f.path, f) for f in walk(root))
+            known.update(self.catalog.files_under(root))
+            bad.update(self.catalog.failures_under(root))
+
+        to_hash: list[FileStat] = []
+        for path, fs in on_disk.items():
+            old = known.get(path)
+            if old is not None and (old.size, old.mtime_ns) == (fs.size, fs.mtime_ns):
+                report.unchanged += 1
+            elif old is None and bad.get(path) == (fs.size, fs.mtime_ns):
+                report.known_bad += 1
+            else:
+                to_hash.append(fs)
+        vanished = {path: k for path, k in known.items() if path not in on_disk}
+        gone_bad = [path for path in bad if path not in on_disk]
+
+        hashed = self._hash_all(to_hash)
+        vanished_by_hash: dict[bytes, list[bytes]] = defaultdict(list)
+        for path, k in vanished.items():
+            vanished_by_hash[k.content_hash].append(path)
+        reusable = self.catalog.contents(h for h, _ in hashed.values())
+
+        jobs: dict[bytes, _Job] = {}  # by content hash: equal new contents are encoded once
+        with self.catalog.write() as w:
+            for root in present_roots:
+                w.add_root(root)
+            for path, (content_hash, fs) in hashed.items():
+                old = known.get(path)
+                old_id = old.id if old is not None else None
+                if old is not None and old.content_hash == content_hash:
+                    w.touch_image(old.id, fs.size, fs.mtime_ns)  # touched, not changed
+                    report.unchanged += 1
+                elif old is None and vanished_by_hash.get(content_hash):
+                    source = vanished_by_hash[content_hash].pop()
+                    w.move_image(vanished.pop(source).id, path, fs.size, fs.mtime_ns)
+                    report.moved += 1
+                elif content_hash in reusable:
+                    if old is None:
+                        w.add_image(path, fs.size, fs.mtime_ns, content_hash, reusable[content_hash])
+                        report.copied += 1
+                    else:
+                        w.replace_image(old.id, fs.size, fs.mtime_ns, content_hash, reusable[content_hash])
+                        report.changed += 1
+                elif content_hash in jobs:
+                    jobs[content_hash] = jobs[content_hash].with_file(fs, old_id)
+                else:
+                    jobs[content_hash] = _Job(content_hash, ((fs, old_id),))
+            w.remove_images(k.id for k in vanished.values())
+            w.forget_failures(gone_bad)
+            report.removed += len(vanished)
+        self._follow(w)
+        return list(jobs.values())
+
+    def _hash_all(self, files: list[FileStat]) -> dict[bytes, tuple[bytes, FileStat]]:
+        """Content hashes of files, read in threads (hashlib releases the GIL); unreadable files fail here."""
+        out: dict[bytes, tuple[bytes, FileStat]] = {}
+        if not files:
+            return out
+        self.events.phase("hashing", len(files))
+        failures: list[tuple[FileStat, str]] = []
+        with ThreadPoolExecutor(_HASH_THREADS) as pool:
+            for fs, result in zip(files, pool.map(_try_hash, (f.path for f in files))):
+                self.events.advance()
+                if isinstance(result, tuple):
+                    digest, size, mtime_ns = result
+                    out[fs.path] = (digest, FileStat(fs.path, size, mtime_ns))
+                elif result is not None:
+                    failures.append((fs, result))
+        if failures:
+            with self.catalog.write() as w:
+                for fs, reason in failures:
+                    self._fail(w, fs, reason, None)
+        return out
+
+    # -- encoding: decode in worker processes, embed in batches, commit each batch ----------------------
+    def _encode(self, jobs: list[_Job]) -> None:
+        encoder = self.load_encoder()
+        if self.vectors is None:  # a new index: its vector size is known now
+            self.vectors = VectorIndex(encoder.dim)
+        record_model = self.catalog.model() is None
+        self.events.phase("encoding", sum(len(j.files) for j in jobs))
+        batch: list[tuple[_Job, DecodedImage]] = []
+        failed: list[tuple[_Job, str]] = []
+        for job, result in _decode_all(jobs, encoder.preprocess, self.workers):
+            if isinstance(result, DecodedImage):
+                batch.append((job, result))
+            elif isinstance(result, str):
+                failed.append((job, result))
+            else:
+                self.events.advance(len(job.files))  # vanished meanwhile: nothing to store or report
+            if len(batch) >= encoder.runtime.batch_size:
+                self._store(encoder, batch, failed, record_model)
+                batch, failed, record_model = [], [], False
+        self._store(encoder, batch, failed, record_model)
+
+    def _store(
+        self,
+        encoder: Encoder,
+        batch: list[tuple[_Job, DecodedImage]],
+        failed: list[tuple[_Job, str]],
+        record_model: bool,
+    ) -> None:
+        """Embed one batch and commit it, with the failures seen meanwhile, in one transaction."""
+        if not batch and not failed:
+            return
+        vectors = encoder.embed_pixels(np.stack([d.pixels for _, d in batch])) if batch else None
+        with self.catalog.write() as w:
+            if record_model:
+                w.set_model(encoder.model_id, encoder.dim)
+            for vector, (job, d) in zip(vectors if vectors is not None else [], batch):
+                content = Content(d.width, d.height, d.format, d.taken_at, vector.tobytes())
+                for i, (fs, known_id) in enumerate(job.files):
+                    # the decoded file is stored with the stat and hash of the bytes actually read
+                    size, mtime_ns, content_hash = (
+                        (d.size, d.mtime_ns, d.content_hash) if i == 0 else (fs.size, fs.mtime_ns, job.content_hash)
+                    )
+                    if known_id is None:
+                        w.add_image(fs.path, size, mtime_ns, content_hash, content)
+                        self.report.new += 1
+                    else:
+                        w.replace_image(known_id, size, mtime_ns, content_hash, content)
+                        self.report.changed += 1
+                self.report.encoded += 1
+            for job, reason in failed:
+                for fs, known_id in job.files:
+                    self._fail(w, fs, reason, known_id)
+        self._follow(w)
+        self.events.advance(sum(len(j.files) for j, _ in batch) + sum(len(j.files) for j, _ in failed))
+
+    def _fail(self, w: CatalogWriter, fs: FileStat, reason: str, known_id: int | None) -> None:
+        if known_id is not None:  # its old vector describes bytes that are no longer there
+            w.remove_images([known_id])
+        w.record_failure(fs.path, fs.size, fs.mtime_ns, reason)
+        self.report.failed += 1
+        self.report.failures.append((fs.path, reason))
+        self.events.failed(fs.path, reason)
+
+    def _follow(self, w: CatalogWriter) -> None:
+        if w.changes and w.version is not None and self.vectors is not None:
+            self.vectors.apply(w.changes, w.version)
+
+
+def _try_hash(path: bytes) -> tuple[bytes, int, int] | str | None:
+    """Hash or a one-line reason; None when the file vanished meanwhile (nothing to report)."""
+    try:
+        return hash_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot read file: {e.strerror or e}"
+
+
+def _decode_job(path: bytes, prep: Preprocess) -> DecodedImage | str | None:
+    """Worker entry point: a decoded image, a failure reason, or None when the file vanished."""
+    try:
+        return decode_file(path, prep)
+    except FileNotFoundError:
+        return None
+    except DecodeError as e:
+        return str(e)
+    except MemoryError:
+        return "out of memory while decoding"
+
+
+def _decode_all(
+    jobs: Iterable[_Job], prep: Preprocess, workers: int
+) -> Iterator[tuple[_Job, DecodedImage | str | None]]:
+    """Decode in worker processes, a bounded window ahead of the consumer, in completion order.
+
+    A worker that dies (a decoder crash) breaks the pool: the pool is replaced and the files in flight are
+    tried once more; a file in flight at a second break is reported for this run only (not recorded), so a
+    later run retries it.
+    """
+    queue = list(jobs)[::-1]
+    window = workers * 4 + 32
+    tries: dict[int, int] = defaultdict(int)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pending: dict[Future, _Job] = {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < window:
+                job = queue.pop()
+                pending[pool.submit(_decode_job, job.path, prep)] = job
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    yield job, future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    tries[id(job)] += 1
+                    if tries[id(job)] >= 2:
+                        yield job, None
+                    else:
+                        queue.append(job)
+            if broken:
+                for future, job in pending.items():
+                    tries[id(job)] += 1
+                    queue.append(job)
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Storage: the SQLite catalog (the truth, vectors included) and the FAISS index derived from it."""

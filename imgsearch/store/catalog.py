@@ -1,0 +1,392 @@
+"""The catalog: every indexed file, its metadata and its vector, in SQLite through SQLAlchemy Core.
+
+This is the one module that knows SQL, so a server database can later take SQLite's place without touching
+the indexer or the search code. Writes go through `Catalog.write()`, one transaction each, which also keeps
+`vectors_version` (the stamp the FAISS file is checked against) and the list of vector changes to apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import OperationalError
+
+from ..errors import IndexNotFound, IndexReadOnly, SchemaTooNew
+from .schema import failures, images, roots, settings
+
+#: The newest migration in migrations/versions; a test keeps it equal to Alembic's head.
+SCHEMA_HEAD = "0001"
+_BUSY_TIMEOUT_MS = 30_000
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside the package when installed, beside it in a checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "migrations"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "migrations"
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    id: int
+    size: int
+    mtime_ns: int
+    content_hash: bytes
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: bytes
+    width: int
+    height: int
+    format: str
+    taken_at: float | None
+
+
+@dataclass(frozen=True)
+class Content:
+    """What can be reused from an already-embedded file with the same bytes."""
+
+    width: int
+    height: int
+    format: str
+    taken_at: float | None
+    vector: bytes
+
+
+@dataclass
+class VectorChanges:
+    """What one write transaction did to the vectors, for the FAISS index to follow."""
+
+    added: dict[int, bytes] = field(default_factory=dict)
+    removed: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class Catalog:
+    """An open index database."""
+
+    def __init__(self, engine: Engine, path: Path):
+        self.engine = engine
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> Catalog:
+        """Open (and migrate) the database at `path`; with create=False a missing one is IndexNotFound."""
+        if not path.exists():
+            if not create:
+                raise IndexNotFound(f"no index at {path.parent} yet: run `imgsearch index FOLDER` first")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise IndexReadOnly(f"cannot create the index folder {path.parent}: {e.strerror}") from e
+        engine = create_engine(f"sqlite+pysqlite:///{path}", poolclass=None)
+        _configure_sqlite(engine)
+        catalog = cls(engine, path)
+        catalog._migrate()
+        return catalog
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Bring the schema to the head revision; refuse a database from a newer imgsearch."""
+        with self._read() as conn:
+            current = _schema_revision(conn)
+        if current == SCHEMA_HEAD:
+            return
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(migrations_dir()))
+        known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+        if current is not None and current not in known:
+            raise SchemaTooNew(
+                f"the index at {self.path.parent} was written by a newer imgsearch (schema {current}); "
+                "upgrade imgsearch to use it"
+            )
+        from alembic import command
+
+        try:
+            with self._transaction() as conn:
+                if _schema_revision(conn) != SCHEMA_HEAD:  # another process may have just done it
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+        except OperationalError as e:
+            raise IndexReadOnly(f"cannot upgrade the index at {self.path.parent}: {e.orig}") from e
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read transaction: one consistent snapshot, never blocked by the writer (WAL)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[CatalogWriter]:
+        """One write transaction (BEGIN IMMEDIATE); commits on success, rolls back on any error."""
+        try:
+            with self._transaction() as conn:
+                writer = CatalogWriter(conn)
+                yield writer
+                if writer.changes:
+                    writer._bump_vectors_version()
+        except OperationalError as e:
+            if "readonly" in str(e.orig) or "read-only" in str(e.orig):
+                raise IndexReadOnly(f"the index at {self.path.parent} is read-only") from e
+            raise
+
+    # -- settings -------------------------------------------------------------------------------------------
+    def settings(self) -> dict[str, str]:
+        with self._read() as conn:
+            return {k: v for k, v in conn.execute(select(settings.c.key, settings.c.value))}
+
+    def model(self) -> tuple[str, int] | None:
+        """(model id, vector size) the index was built with, or None for a new index."""
+        values = self.settings()
+        if "model" not in values:
+            return None
+        return values["model"], int(values["dim"])
+
+    def vectors_version(self) -> int:
+        return int(self.settings().get("vectors_version", 0))
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def roots(self) -> list[bytes]:
+        with self._read() as conn:
+            return [row[0] for row in conn.execute(select(roots.c.path).order_by(roots.c.path))]
+
+    def files_under(self, folder: bytes) -> dict[bytes, KnownFile]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(images.c.path, images.c.id, images.c.size, images.c.mtime_ns, images.c.content_hash)
+                .where(_under(images.c.path, folder))
+            )
+            return {r.path: KnownFile(r.id, r.size, r.mtime_ns, r.content_hash) for r in rows}
+
+    def failures_under(self, folder: bytes) -> dict[bytes, tuple[int, int]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(failures.c.path, failures.c.size, failures.c.mtime_ns).where(
+                    _under(failures.c.path, folder)
+                )
+            )
+            return {r.path: (r.size, r.mtime_ns) for r in rows}
+
+    def contents(self, hashes: Iterable[bytes]) -> dict[bytes, Content]:
+        """Reusable vectors by content hash, for moved, renamed and copied files."""
+        found: dict[bytes, Content] = {}
+        wanted = list(set(hashes))
+        with self._read() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    select(
+                        images.c.content_hash, images.c.width, images.c.height, images.c.format,
+                        images.c.taken_at, images.c.vector,
+                    ).where(images.c.content_hash.in_(chunk))
+                )
+                for r in rows:
+                    found[r.content_hash] = Content(r.width, r.height, r.format, r.taken_at, r.vector)
+        return found
+
+    def all_vectors(self, dim: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(vectors_version, ids, vectors) read in one snapshot, to rebuild the FAISS index."""
+        with self._read() as conn:
+            version = conn.execute(select(settings.c.value).where(settings.c.key == "vectors_version"))
+            stamp = int(version.scalar() or 0)
+            rows = conn.execute(select(images.c.id, images.c.vector).order_by(images.c.id)).all()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return stamp, ids, vectors
+
+    def count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+    def rows(self, ids: Iterable[int]) -> dict[int, ImageRow]:
+        wanted = [int(i) for i in ids]
+        with self._read() as conn:
+            result = conn.execute(select(*_ROW_COLUMNS).where(images.c.id.in_(wanted)))
+            return {r.id: ImageRow(*r) for r in result}
+
+    def row_by_path(self, path: bytes) -> tuple[ImageRow, bytes] | None:
+        """The row and vector of an indexed file."""
+        with self._read() as conn:
+            r = conn.execute(select(*_ROW_COLUMNS, images.c.vector).where(images.c.path == path)).first()
+        return (ImageRow(*r[:-1]), r[-1]) if r else None
+
+    def ids_under(self, folder: bytes) -> np.ndarray:
+        with self._read() as conn:
+            rows = conn.execute(select(images.c.id).where(_under(images.c.path, folder))).all()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def counts_by_root(self) -> list[tuple[bytes, int, int]]:
+        """(root, images, failures) for every root."""
+        out = []
+        with self._read() as conn:
+            for (root,) in conn.execute(select(roots.c.path).order_by(roots.c.path)):
+                n = conn.execute(select(func.count()).where(_under(images.c.path, root))).scalar_one()
+                bad = conn.execute(select(func.count()).where(_under(failures.c.path, root))).scalar_one()
+                out.append((root, int(n), int(bad)))
+        return out
+
+    def failure_list(self, limit: int | None = None) -> list[tuple[bytes, str]]:
+        with self._read() as conn:
+            query = select(failures.c.path, failures.c.reason).order_by(failures.c.path).limit(limit)
+            return [(r.path, r.reason) for r in conn.execute(query)]
+
+    def failure_count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(failures)).scalar_one())
+
+
+class CatalogWriter:
+    """The operations of one write transaction; it records what changed in the vectors."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.changes = VectorChanges()
+        self.version: int | None = None  # the vectors_version this transaction committed, if it changed any
+
+    def set_model(self, model_id: str, dim: int) -> None:
+        self._set("model", model_id)
+        self._set("dim", str(dim))
+
+    def add_root(self, path: bytes) -> None:
+        exists = self.conn.execute(select(roots.c.path).where(roots.c.path == path)).first()
+        if not exists:
+            self.conn.execute(insert(roots).values(path=path, added_at=time.time()))
+
+    def add_image(
+        self, path: bytes, size: int, mtime_ns: int, content_hash: bytes, content: Content
+    ) -> int:
+        result = self.conn.execute(
+            insert(images).values(
+                path=path, size=size, mtime_ns=mtime_ns, content_hash=content_hash, width=content.width,
+                height=content.height, format=content.format, taken_at=content.taken_at,
+                indexed_at=time.time(), vector=content.vector,
+            )
+        )
+        image_id = int(result.inserted_primary_key[0])
+        self.changes.added[image_id] = content.vector
+        self._clear_failure(path)
+        return image_id
+
+    def replace_image(
+        self, image_id: int, size: int, mtime_ns: int, content_hash: bytes, content: Content
+    ) -> None:
+        """A file whose bytes changed: new content under the same id."""
+        self.conn.execute(
+            update(images).where(images.c.id == image_id).values(
+                size=size, mtime_ns=mtime_ns, content_hash=content_hash, width=content.width,
+                height=content.height, format=content.format, taken_at=content.taken_at,
+                indexed_at=time.time(), vector=content.vector,
+            )
+        )
+        self.changes.removed.add(image_id)
+        self.changes.added[image_id] = content.vector
+
+    def move_image(self, image_id: int, new_path: bytes, size: int, mtime_ns: int) -> None:
+        """A moved or renamed file keeps its id and vector: FAISS does not change."""
+        self.conn.execute(
+            update(images).where(images.c.id == image_id).values(path=new_path, size=size, mtime_ns=mtime_ns)
+        )
+        self._clear_failure(new_path)
+
+    def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
+        self.conn.execute(update(images).where(images.c.id == image_id).values(size=size, mtime_ns=mtime_ns))
+
+    def remove_images(self, ids: Iterable[int]) -> None:
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            self.conn.execute(delete(images).where(images.c.id.in_(chunk)))
+        self.changes.removed.update(wanted)
+        for image_id in wanted:
+            self.changes.added.pop(image_id, None)
+
+    def record_failure(self, path: bytes, size: int, mtime_ns: int, reason: str) -> None:
+        self._clear_failure(path)
+        self.conn.execute(
+            insert(failures).values(
+                path=path, size=size, mtime_ns=mtime_ns, reason=reason, failed_at=time.time()
+            )
+        )
+
+    def forget_failures(self, paths: Iterable[bytes]) -> None:
+        for path in paths:
+            self._clear_failure(path)
+
+    def _clear_failure(self, path: bytes) -> None:
+        self.conn.execute(delete(failures).where(failures.c.path == path))
+
+    def _set(self, key: str, value: str) -> None:
+        self.conn.execute(delete(settings).where(settings.c.key == key))
+        self.conn.execute(insert(settings).values(key=key, value=value))
+
+    def _bump_vectors_version(self) -> None:
+        current = self.conn.execute(select(settings.c.value).where(settings.c.key == "vectors_version"))
+        self.version = int(current.scalar() or 0) + 1
+        self._set("vectors_version", str(self.version))
+
+
+_ROW_COLUMNS = (
+    images.c.id, images.c.path, images.c.size, images.c.mtime_ns, images.c.content_hash, images.c.width,
+    images.c.height, images.c.format, images.c.taken_at,
+)
+
+
+def _under(column, folder: bytes):  # type: ignore[no-untyped-def]
+    """Paths inside `folder`, as a byte range the path index can answer: prefix <= path < prefix + 1."""
+    prefix = folder.rstrip(b"/") + b"/"
+    upper = prefix[:-1] + bytes([prefix[-1] + 1])
+    return ((column >= prefix) & (column < upper)) | (column == folder)
+
+
+def _schema_revision(conn: Connection) -> str | None:
+    try:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except OperationalError:
+        return None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL so readers never wait for the writer; explicit BEGIN so transactions mean what they say."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling is lax)
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except Exception:  # a read-only folder keeps whatever mode the file has
+            pass
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        write = conn.get_execution_options().get("sqlite_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

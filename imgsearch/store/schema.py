@@ -1,0 +1,51 @@
+"""Table definitions the code queries through. Alembic migrations in migrations/ own the real schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+#: Key-value facts about the index: model id, vector size, vectors_version.
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+#: Folders the user asked to index; `imgsearch index` with no argument re-indexes them all.
+roots = Table(
+    "roots",
+    metadata,
+    Column("path", LargeBinary, primary_key=True),
+    Column("added_at", Float, nullable=False),
+)
+
+#: One row per indexed file. Paths are bytes (os.fsencode), vectors are float32 unit vectors.
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", LargeBinary, nullable=False, unique=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("content_hash", LargeBinary, nullable=False, index=True),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("format", String, nullable=False),
+    Column("taken_at", Float),
+    Column("indexed_at", Float, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+#: Files that could not be decoded, with the stat they had: not retried until they change.
+failures = Table(
+    "failures",
+    metadata,
+    Column("path", LargeBinary, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("failed_at", Float, nullable=False),
+)
