@@ -1,0 +1,6 @@
+"""`python -m imgsearch` is the `imgsearch` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: a private index folder for every test, the tiny local-dir model, sample photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import save_tiny_model
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_PHOTOS = REPO / "sample_photos"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own index folder; nothing touches the user's real data folder."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("IMGSEARCH_HOME", str(home))
+    monkeypatch.delenv("IMGSEARCH_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path) -> str:
+    """The --model spec of the tiny test model."""
+    return f"local-dir:{tiny_model_dir}"
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A private copy of sample_photos that a test may change."""
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE_PHOTOS, folder, ignore=shutil.ignore_patterns("*.md"))
+    return folder
