@@ -93,7 +93,7 @@ class VectorIndex:
         fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=home)
         try:
             os.close(fd)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the index from other users
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the index from the database's readers
             faiss.write_index(self.index, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -109,12 +109,6 @@ class VectorIndex:
                 with contextlib.suppress(OSError):
                     old.unlink()
         return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
