@@ -6,9 +6,15 @@ the seconds their import costs.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -94,11 +100,24 @@ class Encoder:
         import torch
 
         name, pretrained = spec.open_clip_args
-        try:
+
+        def create() -> tuple[Any, Any]:
             model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True, device="cpu")
-            tokenizer = open_clip.get_tokenizer(name)
-        except Exception as e:
-            raise ModelUnavailable(_unavailable_message(spec, e)) from e
+            return model, open_clip.get_tokenizer(name)
+
+        with _quiet_logging():
+            try:
+                with _hub_offline():  # cached weights load without a network round trip
+                    model, tokenizer = create()
+            except Exception as cached_error:
+                if spec.kind == "local-dir":
+                    raise ModelUnavailable(_unavailable_message(spec, cached_error)) from cached_error
+                if _user_offline() or not _hub_reachable():
+                    raise ModelUnavailable(_unavailable_message(spec, "no connection to the model hub")) from None
+                try:
+                    model, tokenizer = create()  # first use: open_clip downloads and caches the weights
+                except Exception as e:
+                    raise ModelUnavailable(_unavailable_message(spec, e)) from e
         model.eval()
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[runtime.precision]
         model.to(device=runtime.device, dtype=dtype)
@@ -126,6 +145,44 @@ class Encoder:
         out = features.float().cpu().numpy()
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Make huggingface_hub answer from its cache only, for the duration."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+@contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """open_clip logs failed attempts at ERROR on the root logger; we explain failures ourselves."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
+def _user_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect, so an offline machine fails in seconds instead of minutes of retries."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _check_source(spec: ModelSpec) -> None:
@@ -156,8 +213,8 @@ def _check_source(spec: ModelSpec) -> None:
         )
 
 
-def _unavailable_message(spec: ModelSpec, error: Exception) -> str:
-    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+def _unavailable_message(spec: ModelSpec, error: Exception | str) -> str:
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}".splitlines()[0][:300]
     if spec.kind == "local-dir":
         return f"cannot load the model in {spec.name}: {reason}"
     return (

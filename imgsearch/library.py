@@ -216,9 +216,20 @@ class Library:
             catalog.close()
 
     # -- model ----------------------------------------------------------------------------------------------
+    def model_spec(self) -> ModelSpec:
+        """The model this library uses: the index's own (another request is refused), else the requested one,
+        else the default."""
+        if not self.db_path.exists():
+            return self.requested_model or parse_model_spec(DEFAULT_MODEL)
+        catalog = Catalog.open(self.db_path)
+        try:
+            return self._model_for(catalog)[0]
+        finally:
+            catalog.close()
+
     def encoder(self, spec: ModelSpec | None = None) -> Encoder:
-        """The loaded encoder for `spec` (default: the requested or default model), loaded once."""
-        spec = spec or self.requested_model or parse_model_spec(DEFAULT_MODEL)
+        """The loaded encoder (default: `model_spec()`), loaded once and kept."""
+        spec = spec or self.model_spec()
         if self._encoder is None or self._encoder.spec != spec:
             self._encoder = Encoder.load(spec, self.device, self.precision)
         return self._encoder

@@ -40,3 +40,21 @@ def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     shutil.copytree(SAMPLE_PHOTOS, folder, ignore=shutil.ignore_patterns("*.md"))
     return folder
+
+
+@pytest.fixture
+def cli(tiny_model: str):
+    """Run an imgsearch command in-process with the tiny model; returns click's Result."""
+    from click.testing import CliRunner
+
+    from imgsearch.cli import main
+
+    runner = CliRunner()
+
+    def run(*args: str, model: bool = True):
+        argv = [str(a) for a in args]
+        if model and argv and argv[0] in ("index", "query", "similar"):
+            argv[1:1] = ["--model", tiny_model]
+        return runner.invoke(main, argv, catch_exceptions=False)
+
+    return run

@@ -1,0 +1,197 @@
+"""Indexing through the CLI: first run, incremental runs, moves, copies, changes, deletions, bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+from PIL import Image
+
+from imgsearch import Library
+from tests.conftest import SAMPLE_PHOTOS
+
+SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
+
+
+def summary(output: str) -> dict[str, int]:
+    """Parse '3 new, 0 changed, ... (2 encoded in 1.0 s)' into numbers."""
+    line = output.strip().splitlines()[-1]
+    counts, _, extra = line.partition("(")
+    out = {}
+    for part in counts.split(","):
+        n, name = part.split()
+        out[name] = int(n)
+    out["encoded"] = int(extra.split()[0])
+    return out
+
+
+def indexed_paths(home: Path) -> set[str]:
+    with sqlite3.connect(home / "index.db") as db:
+        return {os.fsdecode(p) for (p,) in db.execute("SELECT path FROM images")}
+
+
+def files_on_disk(folder: Path) -> set[str]:
+    return {str(p) for p in folder.rglob("*.jpg")}
+
+
+def test_first_index_embeds_every_photo_and_second_run_encodes_nothing(cli, photos, isolated_home):
+    first = cli("index", photos)
+    assert first.exit_code == 0, first.output
+    assert summary(first.output) == {
+        "new": SAMPLE_COUNT, "changed": 0, "moved": 0, "copied": 0, "unchanged": 0, "removed": 0,
+        "failed": 0, "encoded": SAMPLE_COUNT,
+    }
+    assert indexed_paths(isolated_home) == files_on_disk(photos)
+
+    second = cli("index", photos)
+    assert second.exit_code == 0
+    assert summary(second.output)["unchanged"] == SAMPLE_COUNT
+    assert summary(second.output)["encoded"] == 0
+
+
+def test_index_without_folders_updates_every_known_folder(cli, photos, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(photos / "cat-chelsea.jpg", other / "cat.jpg")
+    assert cli("index", photos).exit_code == 0
+    assert cli("index", other).exit_code == 0
+    (photos / "coffee-cup.jpg").unlink()
+    result = cli("index")
+    assert result.exit_code == 0
+    assert summary(result.output)["removed"] == 1
+    assert summary(result.output)["unchanged"] == SAMPLE_COUNT  # SAMPLE_COUNT - 1 + the cat in `other`
+
+
+def test_moves_copies_changes_and_deletions_are_reflected_exactly(cli, photos, isolated_home):
+    assert cli("index", photos).exit_code == 0
+    (photos / "albums" / "2024").mkdir(parents=True)
+    shutil.move(photos / "cat-chelsea.jpg", photos / "albums" / "2024" / "chelsea.jpg")  # move
+    (photos / "coffee-cup.jpg").rename(photos / "espresso.jpg")  # rename
+    shutil.copy(photos / "dahlia-flower.jpg", photos / "albums" / "dahlia copy.jpg")  # copy
+    (photos / "raccoon.jpg").unlink()  # delete
+    with Image.open(photos / "kite-in-sky.jpg") as im:  # change the pixels in place
+        im.rotate(90, expand=True).save(photos / "kite-in-sky.jpg", quality=90)
+
+    result = cli("index", photos)
+    assert result.exit_code == 0, result.output
+    assert summary(result.output) == {
+        "new": 0, "changed": 1, "moved": 2, "copied": 1, "unchanged": SAMPLE_COUNT - 4, "removed": 1,
+        "failed": 0, "encoded": 1,
+    }
+    assert indexed_paths(isolated_home) == files_on_disk(photos)
+
+    # the moved file answers for its old content under its new name
+    found = cli("query", "--image", SAMPLE_PHOTOS / "cat-chelsea.jpg", "--json", "-n", "1")
+    assert json.loads(found.output)["path"] == str(photos / "albums" / "2024" / "chelsea.jpg")
+
+
+def test_deleting_a_folder_removes_its_images_from_results(cli, photos, isolated_home):
+    sub = photos / "trip"
+    sub.mkdir()
+    for name in ("sunset-hills.jpg", "lake-at-dusk.jpg"):
+        shutil.move(photos / name, sub / name)
+    assert cli("index", photos).exit_code == 0
+    shutil.rmtree(sub)
+    assert summary(cli("index", photos).output)["removed"] == 2
+    result = cli("query", "sunset", "--paths", "-n", "100")
+    assert not [p for p in result.output.splitlines() if "/trip/" in p]
+    assert len(result.output.splitlines()) == SAMPLE_COUNT - 2
+
+
+def test_touched_but_unchanged_file_is_not_reencoded(cli, photos):
+    assert cli("index", photos).exit_code == 0
+    os.utime(photos / "cat-chelsea.jpg", (1_000_000_000, 1_000_000_000))
+    result = summary(cli("index", photos).output)
+    assert result["encoded"] == 0
+    assert result["unchanged"] == SAMPLE_COUNT
+
+
+def test_bad_files_are_reported_recorded_and_not_retried_until_changed(cli, photos, isolated_home):
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "noise.png").write_bytes(os.urandom(5000))
+    data = (photos / "cat-chelsea.jpg").read_bytes()
+    (photos / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    first = cli("index", photos)
+    assert first.exit_code == 0, first.output
+    assert summary(first.output)["failed"] == 3
+    assert summary(first.output)["new"] == SAMPLE_COUNT
+    for name in ("empty.jpg", "noise.png", "truncated.jpg"):
+        assert f"skipped {photos / name}:" in first.output
+
+    second = cli("index", photos)
+    assert summary(second.output)["failed"] == 0
+    assert "3 known bad files skipped" in second.output
+
+    shutil.copy(photos / "coffee-cup.jpg", photos / "empty.jpg")  # the broken file gets fixed
+    third = summary(cli("index", photos).output)
+    assert third["copied"] == 1 and third["failed"] == 0
+    listed = cli("status", "--failures").output
+    assert "empty.jpg" not in listed and "noise.png" in listed and "truncated.jpg" in listed
+
+
+def test_a_file_that_breaks_loses_its_old_vector(cli, photos, isolated_home):
+    assert cli("index", photos).exit_code == 0
+    (photos / "cat-chelsea.jpg").write_bytes(b"not an image any more")
+    result = summary(cli("index", photos).output)
+    assert result["failed"] == 1
+    assert str(photos / "cat-chelsea.jpg") not in indexed_paths(isolated_home)
+
+
+def test_identical_new_files_are_encoded_once(cli, photos):
+    for i in range(3):
+        shutil.copy(photos / "cat-chelsea.jpg", photos / f"cat-{i}.jpg")
+    result = summary(cli("index", photos).output)
+    assert result["new"] == SAMPLE_COUNT + 3
+    assert result["encoded"] == SAMPLE_COUNT
+
+
+def test_an_interrupted_run_keeps_its_batches_and_the_next_run_resumes(tiny_model, photos, isolated_home):
+    from imgsearch.events import IndexEvents
+
+    class StopAfterFirstBatch(IndexEvents):
+        def __init__(self):
+            self.done = 0
+
+        def phase(self, name, total):
+            self.name = name
+
+        def advance(self, n=1):
+            self.done += n
+            if self.name == "encoding" and self.done >= 16:
+                raise KeyboardInterrupt
+
+    library = Library(isolated_home, model=tiny_model, device="cpu")
+    try:
+        library.index([photos], events=StopAfterFirstBatch())
+    except KeyboardInterrupt:
+        pass
+    kept = indexed_paths(isolated_home)
+    assert 16 <= len(kept) < SAMPLE_COUNT
+    report = Library(isolated_home, device="cpu").index()
+    assert report.new == SAMPLE_COUNT - len(kept)
+    assert report.unchanged == len(kept)
+    assert indexed_paths(isolated_home) == files_on_disk(photos)
+
+
+def test_another_writer_is_refused_with_a_clear_message(cli, photos, isolated_home):
+    from filelock import FileLock
+
+    isolated_home.mkdir(parents=True)
+    with FileLock(isolated_home / "write.lock"):
+        result = cli("index", photos)
+    assert result.exit_code == 1
+    assert "another imgsearch process is writing" in result.output
+
+
+def test_unplugged_folder_keeps_its_images(cli, photos, tmp_path, isolated_home):
+    assert cli("index", photos).exit_code == 0
+    moved_away = tmp_path / "elsewhere"
+    photos.rename(moved_away)
+    result = cli("index")
+    assert result.exit_code == 0
+    assert "is not there" in result.output
+    assert summary(result.output)["removed"] == 0
+    assert len(indexed_paths(isolated_home)) == SAMPLE_COUNT

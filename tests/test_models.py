@@ -1,0 +1,98 @@
+"""Model sources: specs parse, the real loading path runs offline, and failures say what to do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from imgsearch.encoder import Encoder
+from imgsearch.errors import UsageError
+from imgsearch.models import parse_model_spec
+
+
+def test_specs_parse_into_canonical_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_model_spec("ViT-B-32:laion2b_s34b_b79k").open_clip_args == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert parse_model_spec("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K").id == (
+        "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    )
+    assert parse_model_spec("local-dir:models/tiny").id == f"local-dir:{tmp_path}/models/tiny"
+    for bad in ("ViT-B-32", "local-dir:", "hf-hub:justone", ":tag"):
+        with pytest.raises(UsageError):
+            parse_model_spec(bad)
+
+
+def test_local_dir_model_loads_and_embeds_unit_vectors(tiny_model):
+    encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
+    assert encoder.dim == 32 and encoder.model_id == tiny_model
+    assert (encoder.preprocess.height, encoder.preprocess.width) == (64, 64)
+    texts = encoder.embed_texts(["a cat", "a dog"])
+    pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    images = encoder.embed_pixels(pixels)
+    assert texts.shape == (2, 32) and images.shape == (3, 32)
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    assert not np.allclose(texts[0], texts[1])
+
+
+def test_bf16_embeddings_stay_faithful_to_fp32(tiny_model):
+    """The reduced-precision path must keep cosine >= 0.999 to fp32 on the same inputs."""
+    spec = parse_model_spec(tiny_model)
+    fp32 = Encoder.load(spec, device="cpu", precision="fp32")
+    bf16 = Encoder.load(spec, device="cpu", precision="bf16")
+    pixels = np.random.default_rng(1).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
+    cosines = np.sum(fp32.embed_pixels(pixels) * bf16.embed_pixels(pixels), axis=1)
+    assert cosines.min() >= 0.999, cosines
+
+
+def test_missing_folder_config_and_weights_each_get_a_clear_error(cli, photos, tiny_model_dir, tmp_path):
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    shutil.copy(tiny_model_dir / "open_clip_config.json", no_weights)
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    cases = {
+        tmp_path / "absent": "does not exist",
+        no_config: "has no open_clip_config.json",
+        no_weights: "has a config but no weights",
+    }
+    for folder, message in cases.items():
+        result = cli("index", "--model", f"local-dir:{folder}", photos, model=False)
+        assert result.exit_code == 1, result.output
+        assert message in result.output
+
+
+def test_uncached_hub_weights_offline_fail_fast_saying_what_to_do(cli, photos):
+    result = cli("index", "--model", "ViT-B-32:laion2b_s34b_b79k", photos, model=False)
+    assert result.exit_code == 1
+    assert "cannot load model ViT-B-32:laion2b_s34b_b79k" in result.output
+    assert "local-dir:FOLDER" in result.output
+
+
+def test_unknown_model_or_tag_is_a_usage_error(cli, photos):
+    assert cli("index", "--model", "ViT-B-32:no-such-tag", photos, model=False).exit_code == 2
+    assert cli("index", "--model", "NoSuchNet:tag", photos, model=False).exit_code == 2
+
+
+def test_an_index_refuses_a_different_model_and_names_the_fix(cli, photos, tiny_model_dir, tmp_path):
+    assert cli("index", photos).exit_code == 0
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other-model")
+    result = cli("query", "--model", f"local-dir:{other}", "cat", model=False)
+    assert result.exit_code == 1
+    assert "was built with model" in result.output and "--home" in result.output
+    # with no --model, the index's own model is used
+    assert cli("query", "cat", model=False).exit_code == 0
+
+
+def test_models_command_lists_tags_and_marks_the_default(cli):
+    result = cli("models", "ViT-B-32")
+    assert result.exit_code == 0
+    assert "ViT-B-32:laion2b_s34b_b79k  (default)" in result.output.splitlines()
+
+
+def test_tiny_model_config_is_open_clip_layout(tiny_model_dir):
+    config = json.loads((tiny_model_dir / "open_clip_config.json").read_text())
+    assert set(config) == {"model_cfg", "preprocess_cfg"}
+    assert (tiny_model_dir / "open_clip_model.safetensors").stat().st_size > 0

@@ -1,0 +1,135 @@
+"""Searching through the CLI: text and image queries, output formats, folders, and FAISS exactness."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsearch import Library
+from tests.conftest import SAMPLE_PHOTOS
+
+SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
+
+
+@pytest.fixture
+def indexed(cli, photos) -> Path:
+    result = cli("index", photos)
+    assert result.exit_code == 0, result.output
+    return photos
+
+
+def test_text_query_prints_score_and_path_best_first(cli, indexed):
+    result = cli("query", "a cat on a sofa", "-n", "5")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == 5
+    scores = [float(line.split()[0]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+    assert all(Path(line.split(maxsplit=1)[1]).is_file() for line in lines)
+
+
+def test_json_output_has_path_score_and_size(cli, indexed):
+    result = cli("query", "mountains", "--json", "--top", "3")
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert Path(row["path"]).parent == indexed
+        assert -1.0 <= row["score"] <= 1.0
+        assert row["width"] > 0 and row["height"] > 0
+
+
+def test_paths_and_nul_output_for_pipes(cli, indexed):
+    paths = cli("query", "food", "--paths", "-n", "4").output.splitlines()
+    assert len(paths) == 4 and all(Path(p).is_file() for p in paths)
+    raw = cli("query", "food", "-0", "-n", "4").stdout_bytes
+    assert raw.endswith(b"\0") and raw.split(b"\0")[:-1] == [p.encode() for p in paths]
+
+
+def test_in_limits_results_to_a_folder(cli, indexed):
+    sub = indexed / "animals"
+    sub.mkdir()
+    for name in ("cat-chelsea.jpg", "raccoon.jpg", "ladybird.jpg"):
+        shutil.move(indexed / name, sub / name)
+    assert cli("index", indexed).exit_code == 0
+    result = cli("query", "an animal", "--in", sub, "--paths", "-n", "10")
+    assert sorted(result.output.splitlines()) == sorted(str(p) for p in sub.iterdir())
+
+
+def test_image_query_never_returns_the_query_image(cli, indexed):
+    target = indexed / "cat-chelsea.jpg"
+    for command in (("query", "--image", target), ("similar", target)):
+        rows = [json.loads(x) for x in cli(*command, "--json", "-n", "50").output.splitlines()]
+        assert len(rows) == SAMPLE_COUNT - 1
+        assert str(target) not in {r["path"] for r in rows}
+
+
+def test_a_copy_outside_the_index_finds_its_original_first(cli, indexed, tmp_path):
+    copy = tmp_path / "elsewhere" / "copy.jpg"
+    copy.parent.mkdir()
+    shutil.copy(indexed / "rocket-launch.jpg", copy)
+    first = json.loads(cli("query", "--image", copy, "--json", "-n", "1").output)
+    assert first["path"] == str(indexed / "rocket-launch.jpg")
+    assert first["score"] >= 0.99
+
+
+def test_a_new_image_outside_the_index_is_encoded_for_the_query(cli, indexed, tmp_path):
+    from PIL import Image
+
+    edited = tmp_path / "edited.jpg"
+    with Image.open(indexed / "dahlia-flower.jpg") as im:
+        im.resize((im.width // 2, im.height // 2)).save(edited, quality=70)
+    first = json.loads(cli("query", "--image", edited, "--json", "-n", "1").output)
+    assert first["path"] == str(indexed / "dahlia-flower.jpg")
+    assert first["score"] >= 0.95
+
+
+def test_faiss_results_equal_a_brute_force_ranking(tiny_model, indexed, isolated_home):
+    library = Library(isolated_home, device="cpu")
+    query = library.encoder().embed_texts(["a bowl of fruit"])[0]
+    import sqlite3
+
+    with sqlite3.connect(isolated_home / "index.db") as db:
+        rows = db.execute("SELECT path, vector FROM images").fetchall()
+    scores = {p.decode(): float(np.frombuffer(v, dtype=np.float32) @ query) for p, v in rows}
+    expected = sorted(scores, key=lambda p: -scores[p])[:10]
+    got = library.search("a bowl of fruit", top=10)
+    assert [m.path for m in got] == expected
+    assert [m.score for m in got] == pytest.approx([scores[p] for p in expected], abs=1e-5)
+
+
+def test_missing_index_is_one_clear_line_and_exit_1(cli):
+    result = cli("query", "anything")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: no index at")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2(cli, indexed):
+    assert cli("query").exit_code == 2  # neither text nor --image
+    assert cli("query", "cat", "--image", indexed / "cat-chelsea.jpg").exit_code == 2
+    assert cli("query", "cat", "--json", "--paths").exit_code == 2
+    assert cli("query", "cat", "-n", "0").exit_code == 2
+    assert cli("similar", indexed / "no-such.jpg").exit_code == 2
+    assert cli("index", "/no/such/folder").exit_code == 2
+    assert cli("frobnicate").exit_code == 2
+
+
+def test_real_subprocess_index_and_query(tiny_model, photos, isolated_home):
+    """The installed entry point, as a person runs it: python -m imgsearch in a new process."""
+    run = [sys.executable, "-m", "imgsearch"]
+    indexed = subprocess.run([*run, "index", "--model", tiny_model, photos], capture_output=True, text=True)
+    assert indexed.returncode == 0, indexed.stderr
+    assert f"{SAMPLE_COUNT} new" in indexed.stdout
+    assert indexed.stderr == ""  # nothing noisy when piped
+    found = subprocess.run([*run, "query", "a red apple", "--json", "-n", "3"], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert len(found.stdout.splitlines()) == 3
+    status = subprocess.run([*run, "status", "--json"], capture_output=True, text=True)
+    info = json.loads(status.stdout)
+    assert info["images"] == SAMPLE_COUNT and info["model"] == tiny_model and info["dim"] == 32

@@ -1,0 +1,116 @@
+"""The catalog and the FAISS file: migrations, version checks, rebuilds and atomic writes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from imgsearch import Library
+from imgsearch.errors import SchemaTooNew
+from imgsearch.store import vectors as vectors_module
+from imgsearch.store.catalog import SCHEMA_HEAD, Catalog, migrations_dir
+from imgsearch.store.vectors import VectorIndex, vectors_file
+
+
+def test_schema_head_constant_matches_the_alembic_scripts():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
+
+
+def test_migrations_create_the_schema_once_and_are_safe_to_repeat(tmp_path):
+    path = tmp_path / "index.db"
+    Catalog.open(path, create=True).close()
+    Catalog.open(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"images", "roots", "failures", "settings"} <= tables
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_an_index_from_a_newer_version_is_refused(tmp_path):
+    path = tmp_path / "index.db"
+    Catalog.open(path, create=True).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(SchemaTooNew, match="newer imgsearch"):
+        Catalog.open(path)
+
+
+@pytest.fixture
+def indexed_library(cli, photos, isolated_home, tiny_model):
+    assert cli("index", photos).exit_code == 0
+    return Library(isolated_home, device="cpu")
+
+
+def _saved_file(home):
+    files = sorted(home.glob("vectors-*.faiss"))
+    assert len(files) == 1
+    return files[0]
+
+
+def test_the_faiss_file_matches_the_database_after_indexing(indexed_library, isolated_home):
+    catalog = Catalog.open(isolated_home / "index.db")
+    try:
+        assert _saved_file(isolated_home) == vectors_file(isolated_home, catalog.vectors_version())
+        loaded = VectorIndex.load_or_rebuild(catalog, isolated_home, 32)
+        assert len(loaded) == catalog.count()
+    finally:
+        catalog.close()
+    with sqlite3.connect(isolated_home / "index.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "stale"])
+def test_a_missing_damaged_or_stale_faiss_file_is_rebuilt_from_sqlite(indexed_library, isolated_home, damage):
+    expected = [m.path for m in indexed_library.search("a boat", top=5)]
+    saved = _saved_file(isolated_home)
+    if damage == "delete":
+        saved.unlink()
+    elif damage == "truncate":
+        saved.write_bytes(saved.read_bytes()[:100])
+    else:  # a file that claims the current version but holds fewer vectors
+        catalog = Catalog.open(isolated_home / "index.db")
+        version, ids, vecs = catalog.all_vectors(32)
+        catalog.close()
+        VectorIndex.build(32, ids[:-3], vecs[:-3], version).save(isolated_home)
+    assert [m.path for m in Library(isolated_home, device="cpu").search("a boat", top=5)] == expected
+    assert _saved_file(isolated_home).stat().st_size > 1000  # the rebuilt index was saved again
+
+
+def test_a_failed_faiss_write_leaves_the_previous_file_and_no_temp(indexed_library, isolated_home, monkeypatch):
+    before = _saved_file(isolated_home).read_bytes()
+    catalog = Catalog.open(isolated_home / "index.db")
+    version, ids, vecs = catalog.all_vectors(32)
+    catalog.close()
+
+    def disk_full(index, path):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vectors_module.faiss, "write_index", disk_full)
+    with pytest.raises(OSError):
+        VectorIndex.build(32, ids, vecs, version + 1).save(isolated_home)
+    assert _saved_file(isolated_home).read_bytes() == before
+    assert not list(isolated_home.glob(".vectors-*"))
+
+
+def test_search_within_allowed_ids_is_exact():
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(500, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = np.arange(1000, 1500, dtype=np.int64)
+    index = VectorIndex.build(16, ids, vecs, 1)
+    query = vecs[7]
+    allowed = ids[::37]
+    scores, got = index.search(query, 5, allowed)
+    brute = sorted(allowed, key=lambda i: -float(vecs[i - 1000] @ query))[:5]
+    assert list(got) == brute
+    assert np.allclose(scores, [vecs[i - 1000] @ query for i in brute], atol=1e-6)
