@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import DecodeError
 
@@ -87,9 +87,7 @@ def decode_file(path: str | bytes, prep: Preprocess, max_pixels: int = MAX_PIXEL
         raise DecodeError(f"cannot read file: {e.strerror or e}") from e
     image, fmt, width, height, taken_at = open_upright_rgb(data, prep, max_pixels)
     pixels = fit_to_model(image, prep)
-    return DecodedImage(
-        pixels, width, height, fmt, taken_at, st.st_size, st.st_mtime_ns, hash_bytes(data)
-    )
+    return DecodedImage(pixels, width, height, fmt, taken_at, st.st_size, st.st_mtime_ns, hash_bytes(data))
 
 
 def open_upright_rgb(
@@ -104,7 +102,7 @@ def open_upright_rgb(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
                 raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
@@ -232,5 +230,5 @@ def _center_crop_or_pad(pixels: np.ndarray, th: int, tw: int, fill: int) -> np.n
         padded = np.full((max(h, th), max(w, tw), 3), fill, dtype=np.uint8)
         padded[top : top + h, left : left + w] = pixels
         pixels, h, w = padded, padded.shape[0], padded.shape[1]
-    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    top, left = round((h - th) / 2.0), round((w - tw) / 2.0)
     return np.ascontiguousarray(pixels[top : top + th, left : left + tw])

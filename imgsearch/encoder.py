@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
 from urllib.parse import urlparse
 
 import numpy as np
@@ -113,7 +112,9 @@ class Encoder:
                 if spec.kind == "local-dir":
                     raise ModelUnavailable(_unavailable_message(spec, cached_error)) from cached_error
                 if _user_offline() or not _hub_reachable():
-                    raise ModelUnavailable(_unavailable_message(spec, "no connection to the model hub")) from None
+                    raise ModelUnavailable(
+                        _unavailable_message(spec, "no connection to the model hub")
+                    ) from None
                 try:
                     model, tokenizer = create()  # first use: open_clip downloads and caches the weights
                 except Exception as e:

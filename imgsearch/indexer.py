@@ -1,4 +1,4 @@
-"""Bring the catalog in line with folders on disk: scan -> hash -> reuse -> decode (workers) -> encode -> store.
+"""Bring the catalog in line with folders on disk: scan, hash, reuse, decode (workers), encode, store.
 
 Work is incremental: files whose size and mtime are unchanged are not opened; a moved, renamed or copied
 file is recognised by its content hash and keeps or shares a stored vector; only new content is decoded and
@@ -174,7 +174,7 @@ class Indexer:
         self.events.phase("hashing", len(files))
         failures: list[tuple[FileStat, str]] = []
         with ThreadPoolExecutor(_HASH_THREADS) as pool:
-            for fs, result in zip(files, pool.map(_try_hash, (f.path for f in files))):
+            for fs, result in zip(files, pool.map(_try_hash, (f.path for f in files)), strict=True):
                 self.events.advance()
                 if isinstance(result, tuple):
                     digest, size, mtime_ns = result
@@ -222,12 +222,14 @@ class Indexer:
         with self.catalog.write() as w:
             if record_model:
                 w.set_model(encoder.model_id, encoder.dim)
-            for vector, (job, d) in zip(vectors if vectors is not None else [], batch):
+            for vector, (job, d) in zip(vectors if vectors is not None else [], batch, strict=True):
                 content = Content(d.width, d.height, d.format, d.taken_at, vector.tobytes())
                 for i, (fs, known_id) in enumerate(job.files):
                     # the decoded file is stored with the stat and hash of the bytes actually read
                     size, mtime_ns, content_hash = (
-                        (d.size, d.mtime_ns, d.content_hash) if i == 0 else (fs.size, fs.mtime_ns, job.content_hash)
+                        (d.size, d.mtime_ns, d.content_hash)
+                        if i == 0
+                        else (fs.size, fs.mtime_ns, job.content_hash)
                     )
                     if known_id is None:
                         w.add_image(fs.path, size, mtime_ns, content_hash, content)
@@ -311,7 +313,7 @@ def _decode_all(
                     else:
                         queue.append(job)
             if broken:
-                for future, job in pending.items():
+                for job in pending.values():
                     tries[id(job)] += 1
                     queue.append(job)
                 pending.clear()

@@ -1,10 +1,10 @@
 """The public API: one `Library` object does everything the command line does.
 
-    from imgsearch import Library
-    lib = Library("~/.local/share/imgsearch")
-    lib.index(["~/Photos"])
-    for match in lib.search("a red apple on a table", top=5):
-        print(match.score, match.path)
+from imgsearch import Library
+lib = Library("~/.local/share/imgsearch")
+lib.index(["~/Photos"])
+for match in lib.search("a red apple on a table", top=5):
+    print(match.score, match.path)
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ class Library:
         return self.home / DB_FILE
 
     # -- writing --------------------------------------------------------------------------------------------
-    def index(self, folders: Sequence[str | os.PathLike[str]] = (), events: IndexEvents | None = None) -> IndexReport:
+    def index(
+        self, folders: Sequence[str | os.PathLike[str]] = (), events: IndexEvents | None = None
+    ) -> IndexReport:
         """Add folders to the index and bring it up to date; no folders means every folder indexed before."""
         roots = [os.fsencode(os.path.abspath(os.path.expanduser(f))) for f in folders]
         for root in roots:
@@ -165,7 +167,7 @@ class Library:
         stored = catalog.row_by_path(path)
         own_id = stored[0].id if stored else None
         try:
-            digest, size, mtime_ns = hash_file(path)
+            digest = hash_file(path)[0]
         except OSError as e:
             raise DecodeError(f"cannot read {os.fsdecode(path)}: {e.strerror or e}") from e
         if stored and stored[0].content_hash == digest:
@@ -248,7 +250,7 @@ class Library:
             )
         return parse_model_spec(model_id), dim
 
-    def _reader(self):  # type: ignore[no-untyped-def]
+    def _reader(self) -> _Reader:
         return _Reader(self)
 
 

@@ -1,4 +1,4 @@
-"""Walk photo folders with os.scandir: stat only, hidden and junk skipped, symlink cycles never followed twice.
+"""Walk photo folders with os.scandir: stat only; hidden and junk skipped; symlink cycles followed once.
 
 Paths are bytes (os.fsencode) from here on, so a file name that is not valid UTF-8 is still a file we index.
 """
@@ -17,8 +17,17 @@ IMAGE_EXTENSIONS = frozenset(
 )
 #: Folders that hold caches, thumbnails or trash rather than photos (hidden ones are skipped anyway).
 JUNK_DIRS = frozenset(
-    [b"node_modules", b"__pycache__", b"@eaDir", b"#recycle", b"#snapshot", b"$RECYCLE.BIN",
-     b"System Volume Information", b"lost+found", b"__MACOSX"]
+    [
+        b"node_modules",
+        b"__pycache__",
+        b"@eaDir",
+        b"#recycle",
+        b"#snapshot",
+        b"$RECYCLE.BIN",
+        b"System Volume Information",
+        b"lost+found",
+        b"__MACOSX",
+    ]
 )
 
 

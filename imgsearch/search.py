@@ -1,4 +1,4 @@
-"""Answer a query vector: exact top-k from FAISS (optionally within a folder), joined with catalog metadata."""
+"""Answer a query vector: exact top-k from FAISS (optionally in a folder), joined with catalog metadata."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def nearest(
     allowed = catalog.ids_under(under) if under is not None else None
     want = top + (1 if exclude is not None else 0)
     scores, ids = vectors.search(query, want, allowed)
-    keep = [(float(s), int(i)) for s, i in zip(scores, ids) if int(i) != exclude][:top]
+    keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if int(i) != exclude][:top]
     rows = catalog.rows(i for _, i in keep)
     return [_match(rows[i], score) for score, i in keep if i in rows]
 

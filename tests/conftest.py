@@ -19,7 +19,11 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("IMGSEARCH_HOME", str(home))
     monkeypatch.delenv("IMGSEARCH_MODEL", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for a hub...
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # ...nor find real weights
     return home
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,8 +42,14 @@ def test_first_index_embeds_every_photo_and_second_run_encodes_nothing(cli, phot
     first = cli("index", photos)
     assert first.exit_code == 0, first.output
     assert summary(first.output) == {
-        "new": SAMPLE_COUNT, "changed": 0, "moved": 0, "copied": 0, "unchanged": 0, "removed": 0,
-        "failed": 0, "encoded": SAMPLE_COUNT,
+        "new": SAMPLE_COUNT,
+        "changed": 0,
+        "moved": 0,
+        "copied": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "failed": 0,
+        "encoded": SAMPLE_COUNT,
     }
     assert indexed_paths(isolated_home) == files_on_disk(photos)
 
@@ -78,8 +85,14 @@ def test_moves_copies_changes_and_deletions_are_reflected_exactly(cli, photos, i
     result = cli("index", photos)
     assert result.exit_code == 0, result.output
     assert summary(result.output) == {
-        "new": 0, "changed": 1, "moved": 2, "copied": 1, "unchanged": SAMPLE_COUNT - 4, "removed": 1,
-        "failed": 0, "encoded": 1,
+        "new": 0,
+        "changed": 1,
+        "moved": 2,
+        "copied": 1,
+        "unchanged": SAMPLE_COUNT - 4,
+        "removed": 1,
+        "failed": 0,
+        "encoded": 1,
     }
     assert indexed_paths(isolated_home) == files_on_disk(photos)
 
@@ -164,10 +177,8 @@ def test_an_interrupted_run_keeps_its_batches_and_the_next_run_resumes(tiny_mode
                 raise KeyboardInterrupt
 
     library = Library(isolated_home, model=tiny_model, device="cpu")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         library.index([photos], events=StopAfterFirstBatch())
-    except KeyboardInterrupt:
-        pass
     kept = indexed_paths(isolated_home)
     assert 16 <= len(kept) < SAMPLE_COUNT
     report = Library(isolated_home, device="cpu").index()

@@ -127,7 +127,9 @@ def test_real_subprocess_index_and_query(tiny_model, photos, isolated_home):
     assert indexed.returncode == 0, indexed.stderr
     assert f"{SAMPLE_COUNT} new" in indexed.stdout
     assert indexed.stderr == ""  # nothing noisy when piped
-    found = subprocess.run([*run, "query", "a red apple", "--json", "-n", "3"], capture_output=True, text=True)
+    found = subprocess.run(
+        [*run, "query", "a red apple", "--json", "-n", "3"], capture_output=True, text=True
+    )
     assert found.returncode == 0, found.stderr
     assert len(found.stdout.splitlines()) == 3
     status = subprocess.run([*run, "status", "--json"], capture_output=True, text=True)

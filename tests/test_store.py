@@ -84,7 +84,9 @@ def test_a_missing_damaged_or_stale_faiss_file_is_rebuilt_from_sqlite(indexed_li
     assert _saved_file(isolated_home).stat().st_size > 1000  # the rebuilt index was saved again
 
 
-def test_a_failed_faiss_write_leaves_the_previous_file_and_no_temp(indexed_library, isolated_home, monkeypatch):
+def test_a_failed_faiss_write_leaves_the_previous_file_and_no_temp(
+    indexed_library, isolated_home, monkeypatch
+):
     before = _saved_file(isolated_home).read_bytes()
     catalog = Catalog.open(isolated_home / "index.db")
     version, ids, vecs = catalog.all_vectors(32)

@@ -46,8 +46,12 @@ class _TerminalProgress(IndexEvents):
 @click.command()
 @click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @library_options
-@click.option("-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core].")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still listed.")
+@click.option(
+    "-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core]."
+)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still listed."
+)
 def index(folders: tuple[str, ...], workers: int | None, quiet: bool, **options: Any) -> None:
     """Index FOLDERS (or, with none, every folder indexed before).
 

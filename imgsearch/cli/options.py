@@ -26,11 +26,17 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "index's own model, or ViT-B-32:laion2b_s34b_b79k for a new index].",
         ),
         click.option(
-            "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+            "--device",
+            type=click.Choice(DEVICES),
+            default="auto",
+            show_default=True,
             help="Where the model runs: CUDA, then Apple MPS, then CPU.",
         ),
         click.option(
-            "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default="auto",
+            show_default=True,
             help="Model numerics; auto is fp16 on GPUs, bf16 on CPUs that compute it natively, else fp32.",
         ),
     ]

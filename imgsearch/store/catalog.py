@@ -7,11 +7,13 @@ the indexer or the search code. Writes go through `Catalog.write()`, one transac
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
@@ -178,8 +180,9 @@ class Catalog:
     def files_under(self, folder: bytes) -> dict[bytes, KnownFile]:
         with self._read() as conn:
             rows = conn.execute(
-                select(images.c.path, images.c.id, images.c.size, images.c.mtime_ns, images.c.content_hash)
-                .where(_under(images.c.path, folder))
+                select(
+                    images.c.path, images.c.id, images.c.size, images.c.mtime_ns, images.c.content_hash
+                ).where(_under(images.c.path, folder))
             )
             return {r.path: KnownFile(r.id, r.size, r.mtime_ns, r.content_hash) for r in rows}
 
@@ -201,8 +204,12 @@ class Catalog:
                 chunk = wanted[start : start + 500]
                 rows = conn.execute(
                     select(
-                        images.c.content_hash, images.c.width, images.c.height, images.c.format,
-                        images.c.taken_at, images.c.vector,
+                        images.c.content_hash,
+                        images.c.width,
+                        images.c.height,
+                        images.c.format,
+                        images.c.taken_at,
+                        images.c.vector,
                     ).where(images.c.content_hash.in_(chunk))
                 )
                 for r in rows:
@@ -277,17 +284,22 @@ class CatalogWriter:
         if not exists:
             self.conn.execute(insert(roots).values(path=path, added_at=time.time()))
 
-    def add_image(
-        self, path: bytes, size: int, mtime_ns: int, content_hash: bytes, content: Content
-    ) -> int:
+    def add_image(self, path: bytes, size: int, mtime_ns: int, content_hash: bytes, content: Content) -> int:
         result = self.conn.execute(
             insert(images).values(
-                path=path, size=size, mtime_ns=mtime_ns, content_hash=content_hash, width=content.width,
-                height=content.height, format=content.format, taken_at=content.taken_at,
-                indexed_at=time.time(), vector=content.vector,
+                path=path,
+                size=size,
+                mtime_ns=mtime_ns,
+                content_hash=content_hash,
+                width=content.width,
+                height=content.height,
+                format=content.format,
+                taken_at=content.taken_at,
+                indexed_at=time.time(),
+                vector=content.vector,
             )
         )
-        image_id = int(result.inserted_primary_key[0])
+        image_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         self.changes.added[image_id] = content.vector
         self._clear_failure(path)
         return image_id
@@ -297,10 +309,18 @@ class CatalogWriter:
     ) -> None:
         """A file whose bytes changed: new content under the same id."""
         self.conn.execute(
-            update(images).where(images.c.id == image_id).values(
-                size=size, mtime_ns=mtime_ns, content_hash=content_hash, width=content.width,
-                height=content.height, format=content.format, taken_at=content.taken_at,
-                indexed_at=time.time(), vector=content.vector,
+            update(images)
+            .where(images.c.id == image_id)
+            .values(
+                size=size,
+                mtime_ns=mtime_ns,
+                content_hash=content_hash,
+                width=content.width,
+                height=content.height,
+                format=content.format,
+                taken_at=content.taken_at,
+                indexed_at=time.time(),
+                vector=content.vector,
             )
         )
         self.changes.removed.add(image_id)
@@ -351,12 +371,19 @@ class CatalogWriter:
 
 
 _ROW_COLUMNS = (
-    images.c.id, images.c.path, images.c.size, images.c.mtime_ns, images.c.content_hash, images.c.width,
-    images.c.height, images.c.format, images.c.taken_at,
+    images.c.id,
+    images.c.path,
+    images.c.size,
+    images.c.mtime_ns,
+    images.c.content_hash,
+    images.c.width,
+    images.c.height,
+    images.c.format,
+    images.c.taken_at,
 )
 
 
-def _under(column, folder: bytes):  # type: ignore[no-untyped-def]
+def _under(column: Any, folder: bytes) -> Any:
     """Paths inside `folder`, as a byte range the path index can answer: prefix <= path < prefix + 1."""
     prefix = folder.rstrip(b"/") + b"/"
     upper = prefix[:-1] + bytes([prefix[-1] + 1])
@@ -374,19 +401,17 @@ def _configure_sqlite(engine: Engine) -> None:
     """WAL so readers never wait for the writer; explicit BEGIN so transactions mean what they say."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling is lax)
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        try:
+        with contextlib.suppress(Exception):  # a read-only folder keeps whatever mode the file has
             cursor.execute("PRAGMA journal_mode = WAL")
-        except Exception:  # a read-only folder keeps whatever mode the file has
-            pass
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("sqlite_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

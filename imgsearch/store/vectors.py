@@ -45,7 +45,7 @@ class VectorIndex:
 
     @classmethod
     def load_or_rebuild(cls, catalog: Catalog, home: Path, dim: int, *, save: bool = True) -> VectorIndex:
-        """The index for the catalog's current vectors: the saved file if it matches, else rebuilt (and saved)."""
+        """The index for the catalog's vectors: the saved file if it matches, else rebuilt (and saved)."""
         version = catalog.vectors_version()
         path = vectors_file(home, version)
         if path.exists():
@@ -65,7 +65,7 @@ class VectorIndex:
     def apply(self, changes: VectorChanges, version: int) -> None:
         """Follow one committed catalog transaction."""
         if changes.removed:
-            self.index.remove_ids(np.fromiter(changes.removed, dtype=np.int64))
+            self.index.remove_ids(np.fromiter(changes.removed, dtype=np.int64))  # type: ignore[arg-type]
         if changes.added:
             ids = np.fromiter(changes.added.keys(), dtype=np.int64, count=len(changes.added))
             vectors = np.frombuffer(b"".join(changes.added.values()), dtype=np.float32).reshape(-1, self.dim)
@@ -75,13 +75,13 @@ class VectorIndex:
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) for one query vector, optionally among `allowed` ids only (exact either way)."""
+        """Top-k (scores, ids) for one query vector, optionally among `allowed` ids only; exact."""
         k = min(k, len(self) if allowed is None else len(allowed))
         if k <= 0:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         params = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))  # type: ignore[call-arg]
         scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
