@@ -108,7 +108,7 @@ def open_upright_rgb(
                 raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
             fmt = image.format or "unknown"
             exif = _read_exif(image)
-            if prep is not None and image.format == "JPEG":
+            if prep is not None and image.format in ("JPEG", "MPO"):  # MPO: JPEG + gain map etc.
                 want = max(prep.height, prep.width) * DRAFT_FACTOR
                 image.draft("RGB", (want, want))
             image.load()
@@ -119,7 +119,7 @@ def open_upright_rgb(
     except Image.DecompressionBombError as e:
         raise DecodeError(f"too many pixels: {e}") from e
     except (Image.DecompressionBombWarning, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DecodeError(f"broken {fmt_name(data)} file: {e}") from e
+        raise DecodeError(f"broken {fmt_name(data)} file: {' '.join(str(e).split())}") from e
     except Exception as e:  # a decoder plugin's own error type: still one bad file, not a crash
         raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from e
     orientation = exif.get(_ORIENTATION, 1) if exif is not None else 1

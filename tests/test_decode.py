@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from imgsearch.decode import (
+    DRAFT_FACTOR,
     Preprocess,
     decode_file,
     fit_to_model,
@@ -105,13 +106,26 @@ def test_draft_decode_stays_close_to_open_clip_transform(big_photo: Path, resize
     prep = Preprocess(224, 224, resize_mode=resize_mode)
     image, _, width, height, _ = open_upright_rgb(big_photo.read_bytes(), prep)
     assert (width, height) == (4000, 3000)  # the original's size is reported...
-    assert image.width < 4000 and image.width >= 2 * 224  # ...but it was decoded smaller, not below 2x
+    assert image.width < 4000  # ...but it was decoded smaller, though not below DRAFT_FACTOR x the model's
+    assert min(image.size) >= DRAFT_FACTOR * 224
     ours = normalised(fit_to_model(image, prep))
     reference = open_clip_input(big_photo, 224, resize_mode)
     diff = np.abs(ours - reference)
     measured = f"{resize_mode}: draft {image.size}, max abs diff {diff.max():.4f}, mean {diff.mean():.5f}"
     print(measured)
     assert diff.max() < 0.1 and diff.mean() < 0.01, measured
+
+
+def test_multi_picture_jpeg_is_drafted_too(big_photo: Path):
+    """MPO: a JPEG with extra pictures appended (iPhone HDR gain maps, 3D cameras); Pillow calls it MPO."""
+    primary = Image.open(big_photo)
+    data = encode(primary, "MPO", save_all=True, append_images=[photo_like(400, 300, seed=1)], quality=90)
+    prep = Preprocess(224, 224)
+    image, fmt, width, height, _ = open_upright_rgb(data, prep)
+    as_jpeg, *_ = open_upright_rgb(big_photo.read_bytes(), prep)
+    assert (fmt, width, height) == ("MPO", 4000, 3000)
+    assert image.size == as_jpeg.size == (1000, 750)
+    assert np.abs(np.asarray(image, dtype=int) - np.asarray(as_jpeg, dtype=int)).mean() < 1
 
 
 def test_draft_decode_gives_the_same_embedding(big_photo: Path, tiny_model: str):
@@ -202,7 +216,7 @@ def test_greyscale_png():
 # --- EXIF orientation -----------------------------------------------------------------------------------
 
 #: Where the stored top-left corner is seen once the picture is upright, per EXIF orientation.
-UPRIGHT_CORNER = {1: "TL", 2: "TR", 3: "BR", 4: "BL", 5: "TL", 6: "TR", 7: "BR", 8: "BL"}
+UPRIGHT_CORNER = {0: "TL", 9: "TL", 1: "TL", 2: "TR", 3: "BR", 4: "BL", 5: "TL", 6: "TR", 7: "BR", 8: "BL"}
 
 
 def red_corner(pixels: np.ndarray) -> str:
@@ -213,7 +227,7 @@ def red_corner(pixels: np.ndarray) -> str:
     return max(corners, key=lambda c: corners[c].mean())
 
 
-@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("orientation", range(10))  # 0 and 9 are invalid: ignored
 def test_exif_orientation_is_applied(orientation: int):
     stored = Image.new("RGB", (60, 40), (128, 128, 128))
     stored.paste(RED, (0, 0, 20, 12))
@@ -223,7 +237,7 @@ def test_exif_orientation_is_applied(orientation: int):
 
     image, _, width, height, _ = open_upright_rgb(data, None)
     reference = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    upright = (40, 60) if orientation >= 5 else (60, 40)
+    upright = (40, 60) if orientation in (5, 6, 7, 8) else (60, 40)
     assert image.size == reference.size == (width, height) == upright
     assert red_corner(np.asarray(image)) == red_corner(np.asarray(reference)) == UPRIGHT_CORNER[orientation]
     assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference.convert("RGB"), dtype=int)).mean() < 1
@@ -274,6 +288,25 @@ def test_truncated_file(fmt: str, name: str, fraction: float):
     cut = data[: int(len(data) * fraction)]
     assert f"broken {name} file" in decode_error(cut)
     assert f"broken {name} file" in decode_error(cut, prep=Preprocess(64, 64))
+
+
+def test_truncated_heic():
+    pytest.importorskip("pillow_heif")
+    data = encode(photo_like(300, 200), "HEIF")
+    assert open_upright_rgb(data, None)[1] == "HEIF"
+    assert "broken" in decode_error(data[: len(data) // 2])
+
+
+def test_a_decoder_plugins_own_error_is_a_decode_error(monkeypatch: pytest.MonkeyPatch):
+    class PluginCrash(Exception):
+        pass
+
+    def crash(self):
+        raise PluginCrash("codec went away")
+
+    data = encode(photo_like(30, 20), "JPEG")
+    monkeypatch.setattr(Image.open(io.BytesIO(data)).__class__, "load", crash)
+    assert decode_error(data) == "cannot decode: PluginCrash: codec went away"
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:

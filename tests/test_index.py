@@ -206,3 +206,60 @@ def test_unplugged_folder_keeps_its_images(cli, photos, tmp_path, isolated_home)
     assert "is not there" in result.output
     assert summary(result.output)["removed"] == 0
     assert len(indexed_paths(isolated_home)) == SAMPLE_COUNT
+
+
+def _odd_and_broken_files(folder: Path) -> tuple[set[str], set[str]]:
+    """A folder of images in awkward modes (good) and of broken files (bad); returns (good, bad) names."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    rgb.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.integers(0, 65535, (50, 70))).astype(np.uint16)).save(folder / "grey16.png")
+    rgb.convert("1").save(folder / "bilevel.png")
+    rgb.convert("L").save(folder / "grey.jpg")
+    palette = rgb.convert("P")
+    palette.info["transparency"] = 0
+    palette.save(folder / "palette-alpha.png", transparency=0)
+    rgb.convert("RGBA").save(folder / "rgba.webp")
+    frames = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb.save(folder / "rotated.jpg", exif=exif)
+    rgb.save(folder / "png-named.jpg", format="PNG")
+    Image.new("RGB", (20000, 10), "green").save(folder / "wide.png")
+    good = {p.name for p in folder.iterdir()}
+
+    data = (folder / "rotated.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "random.webp").write_bytes(rng.bytes(3000))
+    (folder / "notes.jpg").write_text("this is a text file\n")
+
+    def png_chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # claims 10 gigapixels
+    bomb = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bomb)
+    bad = {p.name for p in folder.iterdir()} - good
+    return good, bad
+
+
+def test_odd_and_broken_files_index_without_a_crash(cli, tmp_path, isolated_home):
+    folder = tmp_path / "odd"
+    good, bad = _odd_and_broken_files(folder)
+    result = cli("index", folder)
+    assert result.exit_code == 0, result.output
+    assert {Path(p).name for p in indexed_paths(isolated_home)} == good
+    listed = cli("status", "--failures").output.splitlines()
+    assert {Path(line.split(": ", 1)[0]).name for line in listed} == bad
+    reasons = dict(line.rsplit("/", 1)[1].split(": ", 1) for line in listed)
+    assert "pixels" in reasons["bomb.png"]
+    assert reasons["zero.png"] == "empty file"
+    assert summary(result.output)["failed"] == len(bad)
