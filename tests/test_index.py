@@ -263,3 +263,14 @@ def test_odd_and_broken_files_index_without_a_crash(cli, tmp_path, isolated_home
     assert "pixels" in reasons["bomb.png"]
     assert reasons["zero.png"] == "empty file"
     assert summary(result.output)["failed"] == len(bad)
+
+
+def test_nested_folders_are_one_root(cli, photos, isolated_home):
+    sub = photos / "sub"
+    sub.mkdir()
+    shutil.move(photos / "cat-chelsea.jpg", sub / "cat.jpg")
+    assert cli("index", sub).exit_code == 0
+    assert cli("index", photos).exit_code == 0  # the outer folder replaces the inner one
+    assert cli("index", sub).exit_code == 0  # and an inner folder adds nothing
+    roots = [r["path"] for r in json.loads(cli("status", "--json").output)["roots"]]
+    assert roots == [str(photos)]

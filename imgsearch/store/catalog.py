@@ -280,9 +280,12 @@ class CatalogWriter:
         self._set("dim", str(dim))
 
     def add_root(self, path: bytes) -> None:
-        exists = self.conn.execute(select(roots.c.path).where(roots.c.path == path)).first()
-        if not exists:
-            self.conn.execute(insert(roots).values(path=path, added_at=time.time()))
+        """Remember a folder; one inside a known root adds nothing, one around known roots replaces them."""
+        known = [row[0] for row in self.conn.execute(select(roots.c.path))]
+        if any(path == root or path.startswith(root.rstrip(b"/") + b"/") for root in known):
+            return
+        self.conn.execute(delete(roots).where(_under(roots.c.path, path)))
+        self.conn.execute(insert(roots).values(path=path, added_at=time.time()))
 
     def add_image(self, path: bytes, size: int, mtime_ns: int, content_hash: bytes, content: Content) -> int:
         result = self.conn.execute(
