@@ -9,6 +9,9 @@ class IndexEvents:
     def phase(self, name: str, total: int) -> None:
         """A phase ('hashing', 'encoding') starts with `total` files to go."""
 
+    def loading_model(self, model_id: str) -> None:
+        """The model is being loaded (seconds, the first time in a process)."""
+
     def advance(self, n: int = 1) -> None:
         """`n` more files of the current phase are done."""
 

@@ -81,12 +81,14 @@ class Indexer:
         catalog: Catalog,
         vectors: VectorIndex | None,
         load_encoder: Callable[[], Encoder],
+        model_id: str,
         events: IndexEvents | None = None,
         workers: int | None = None,
     ):
         self.catalog = catalog
         self.vectors = vectors
         self.load_encoder = load_encoder
+        self.model_id = model_id
         self.events = events or IndexEvents()
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.report = IndexReport()
@@ -189,6 +191,7 @@ class Indexer:
 
     # -- encoding: decode in worker processes, embed in batches, commit each batch ----------------------
     def _encode(self, jobs: list[_Job]) -> None:
+        self.events.loading_model(self.model_id)
         encoder = self.load_encoder()
         if self.vectors is None:  # a new index: its vector size is known now
             self.vectors = VectorIndex(encoder.dim)

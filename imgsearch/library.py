@@ -113,7 +113,7 @@ class Library:
                 if not roots:
                     raise UsageError("nothing indexed yet: give a folder, e.g. `imgsearch index ~/Photos`")
             vectors = VectorIndex.load_or_rebuild(catalog, self.home, dim, save=False) if dim else None
-            indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), events, self.workers)
+            indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), spec.id, events, self.workers)
             try:
                 return indexer.run(roots)
             finally:

@@ -26,6 +26,11 @@ class _TerminalProgress(IndexEvents):
 
             self.bar = tqdm(total=total, desc=name, unit="img", file=sys.stderr, dynamic_ncols=True)
 
+    def loading_model(self, model_id: str) -> None:
+        self.close()
+        if self.show_bars:
+            click.echo(f"loading model {model_id}", err=True)
+
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)
