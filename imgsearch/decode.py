@@ -30,6 +30,9 @@ _DATETIME = 0x0132
 _ORIENTATION = 0x0112
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
+# Pillow's own guard (89 MP, an error at twice that) would refuse real 100+ MP photos before our check runs.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
 try:  # HEIC/HEIF (phones) when the plugin is installed; AVIF is built into Pillow.
     from pillow_heif import register_heif_opener
 
@@ -101,7 +104,7 @@ def open_upright_rgb(
         raise DecodeError("empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check decides
             image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
@@ -118,7 +121,7 @@ def open_upright_rgb(
         raise DecodeError("not an image (unknown format)") from e
     except Image.DecompressionBombError as e:
         raise DecodeError(f"too many pixels: {e}") from e
-    except (Image.DecompressionBombWarning, OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise DecodeError(f"broken {fmt_name(data)} file: {' '.join(str(e).split())}") from e
     except Exception as e:  # a decoder plugin's own error type: still one bad file, not a crash
         raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from e
@@ -143,6 +146,8 @@ def fmt_name(data: bytes) -> str:
     for magic, name in signatures.items():
         if data.startswith(magic):
             return name
+    if data[4:8] == b"ftyp":  # ISO media: HEIC/HEIF/AVIF
+        return "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF"
     return "image"
 
 
@@ -188,7 +193,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float64)
-        peak = 255.0 if mode == "F" or values.max(initial=0) <= 255 else 65535.0
+        if mode.startswith("I;16"):
+            peak = 65535.0
+        else:  # 32-bit modes carry no range: 8-bit values stay, anything larger is read as 16-bit
+            peak = 255.0 if mode == "F" or values.max(initial=0) <= 255 else 65535.0
         grey = np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):

@@ -248,6 +248,7 @@ class Indexer:
         self.events.advance(sum(len(j.files) for j, _ in batch) + sum(len(j.files) for j, _ in failed))
 
     def _fail(self, w: CatalogWriter, fs: FileStat, reason: str, known_id: int | None) -> None:
+        reason = " ".join(reason.split())  # one line, whatever a decoder put in its message
         if known_id is not None:  # its old vector describes bytes that are no longer there
             w.remove_images([known_id])
         w.record_failure(fs.path, fs.size, fs.mtime_ns, reason)

@@ -86,4 +86,4 @@ def walk(root: bytes, on_error: Callable[[bytes, OSError], None] | None = None) 
 def under(path: bytes, folder: bytes) -> bool:
     """Whether `path` lies inside `folder` (both absolute)."""
     prefix = folder.rstrip(b"/") + b"/"
-    return path.startswith(prefix) or path == folder
+    return path.startswith(prefix) or path == folder.rstrip(b"/")

@@ -245,7 +245,9 @@ def _odd_and_broken_files(folder: Path) -> tuple[set[str], set[str]]:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # claims 10 gigapixels
-    bomb = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+    bomb = (
+        png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+    )
     (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bomb)
     bad = {p.name for p in folder.iterdir()} - good
     return good, bad

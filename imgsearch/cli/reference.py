@@ -18,7 +18,12 @@ START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 
 def _help(command: click.Command, name: str, parent: click.Context | None = None) -> str:
     ctx = click.Context(
-        command, info_name=name, parent=parent, terminal_width=100, max_content_width=100, **main.context_settings
+        command,
+        info_name=name,
+        parent=parent,
+        terminal_width=100,
+        max_content_width=100,
+        **main.context_settings,
     )
     return command.get_help(ctx)
 
