@@ -22,7 +22,7 @@ from .decode import DecodedImage, Preprocess, decode_file, hash_file
 from .encoder import Encoder
 from .errors import DecodeError
 from .events import IndexEvents
-from .scan import FileStat, walk
+from .scan import FileStat, under, walk
 from .store.catalog import Catalog, CatalogWriter, Content, KnownFile
 from .store.vectors import VectorIndex
 
@@ -41,6 +41,7 @@ class IndexReport:
     encoded: int = 0
     known_bad: int = 0
     missing_roots: list[bytes] = field(default_factory=list)
+    unreadable: list[tuple[bytes, str]] = field(default_factory=list)  # folders that could not be listed
     failures: list[tuple[bytes, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -115,7 +116,7 @@ class Indexer:
                 report.missing_roots.append(root)  # an unplugged drive must not wipe its images
                 continue
             present_roots.append(root)
-            on_disk.update((f.path, f) for f in walk(root))
+            on_disk.update((f.path, f) for f in walk(root, self._unreadable))
             known.update(self.catalog.files_under(root))
             bad.update(self.catalog.failures_under(root))
 
@@ -128,7 +129,13 @@ class Indexer:
                 report.known_bad += 1
             else:
                 to_hash.append(fs)
-        vanished = {path: k for path, k in known.items() if path not in on_disk}
+        # a folder we could not list is not a folder whose files were deleted
+        unknown = [folder for folder, _ in report.unreadable]
+        vanished = {
+            path: k
+            for path, k in known.items()
+            if path not in on_disk and not any(under(path, folder) for folder in unknown)
+        }
         gone_bad = [path for path in bad if path not in on_disk]
 
         hashed = self._hash_all(to_hash)
@@ -167,6 +174,9 @@ class Indexer:
             report.removed += len(vanished)
         self._follow(w)
         return list(jobs.values())
+
+    def _unreadable(self, folder: bytes, error: OSError) -> None:
+        self.report.unreadable.append((folder, error.strerror or str(error)))
 
     def _hash_all(self, files: list[FileStat]) -> dict[bytes, tuple[bytes, FileStat]]:
         """Content hashes of files, read in threads (hashlib releases the GIL); unreadable files fail here."""

@@ -276,3 +276,22 @@ def test_nested_folders_are_one_root(cli, photos, isolated_home):
     assert cli("index", sub).exit_code == 0  # and an inner folder adds nothing
     roots = [r["path"] for r in json.loads(cli("status", "--json").output)["roots"]]
     assert roots == [str(photos)]
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_images(cli, photos, isolated_home, monkeypatch):
+    sub = photos / "locked"
+    sub.mkdir()
+    shutil.move(photos / "cat-chelsea.jpg", sub / "cat.jpg")
+    assert cli("index", photos).exit_code == 0
+    real_scandir = os.scandir
+
+    def scandir(path):  # chmod 0 does not stop root, so refuse the way the kernel would
+        if os.fsencode(path) == os.fsencode(sub):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = cli("index", photos)
+    assert f"cannot read {sub}" in result.output and "Permission denied" in result.output
+    assert summary(result.output)["removed"] == 0
+    assert str(sub / "cat.jpg") in indexed_paths(isolated_home)

@@ -70,6 +70,8 @@ def index(folders: tuple[str, ...], workers: int | None, quiet: bool, **options:
         report = library.index(folders, events=progress)
     finally:
         progress.close()
+    for folder, reason in report.unreadable:
+        click.echo(f"warning: cannot read {display_path(folder)}: {reason}; its images are kept", err=True)
     for root in report.missing_roots:
         click.echo(f"warning: {display_path(root)} is not there (unplugged?); its images are kept", err=True)
     if not quiet:
