@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,43 @@ def test_tiny_model_config_is_open_clip_layout(tiny_model_dir):
     config = json.loads((tiny_model_dir / "open_clip_config.json").read_text())
     assert set(config) == {"model_cfg", "preprocess_cfg"}
     assert (tiny_model_dir / "open_clip_model.safetensors").stat().st_size > 0
+
+
+def _fake_hub_cache(tiny_model_dir: Path, repo_id: str) -> None:
+    """Lay the tiny model out in the hub cache exactly as huggingface_hub stores a download."""
+    from huggingface_hub import constants
+
+    snapshot = "0" * 40
+    repo = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(snapshot)
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / snapshot)
+
+
+def test_hf_hub_model_loads_from_the_hub_cache_without_network(cli, photos, tiny_model_dir):
+    """hf-hub: runs open_clip's real hub code path, answered from the local cache."""
+    _fake_hub_cache(tiny_model_dir, "imgsearch-tests/tiny-clip")
+    result = cli("index", "--model", "hf-hub:imgsearch-tests/tiny-clip", photos, model=False)
+    assert result.exit_code == 0, result.output
+    info = json.loads(cli("status", "--json").output)
+    assert info["model"] == "hf-hub:imgsearch-tests/tiny-clip" and info["dim"] == 32
+
+
+def test_name_and_tag_load_cached_weights_without_network(cli, photos, tiny_model_dir, monkeypatch):
+    """NAME:TAG runs open_clip's registry and download code; the tiny model is registered as one more
+    architecture with one tag whose weights sit in the hub cache, as after a first download."""
+    import open_clip
+    from open_clip import factory, pretrained
+
+    from tests.tiny_model import MODEL_CFG
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "ImgsearchTiny", MODEL_CFG)
+    monkeypatch.setitem(
+        pretrained._PRETRAINED, "ImgsearchTiny", {"test": pretrained._pcfg(hf_hub="imgsearch-tests/tiny-tag/")}
+    )
+    assert "ImgsearchTiny:test" in open_clip.list_pretrained(as_str=True)
+    _fake_hub_cache(tiny_model_dir, "imgsearch-tests/tiny-tag")
+    result = cli("index", "--model", "ImgsearchTiny:test", photos, model=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(cli("status", "--json").output)["model"] == "ImgsearchTiny:test"
+    assert cli("query", "a boat", model=False).exit_code == 0
