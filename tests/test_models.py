@@ -128,9 +128,8 @@ def test_name_and_tag_load_cached_weights_without_network(cli, photos, tiny_mode
     from tests.tiny_model import MODEL_CFG
 
     monkeypatch.setitem(factory._MODEL_CONFIGS, "ImgsearchTiny", MODEL_CFG)
-    monkeypatch.setitem(
-        pretrained._PRETRAINED, "ImgsearchTiny", {"test": pretrained._pcfg(hf_hub="imgsearch-tests/tiny-tag/")}
-    )
+    tags = {"test": pretrained._pcfg(hf_hub="imgsearch-tests/tiny-tag/")}
+    monkeypatch.setitem(pretrained._PRETRAINED, "ImgsearchTiny", tags)
     assert "ImgsearchTiny:test" in open_clip.list_pretrained(as_str=True)
     _fake_hub_cache(tiny_model_dir, "imgsearch-tests/tiny-tag")
     result = cli("index", "--model", "ImgsearchTiny:test", photos, model=False)
