@@ -288,20 +288,8 @@ class CatalogWriter:
         self.conn.execute(insert(roots).values(path=path, added_at=time.time()))
 
     def add_image(self, path: bytes, size: int, mtime_ns: int, content_hash: bytes, content: Content) -> int:
-        result = self.conn.execute(
-            insert(images).values(
-                path=path,
-                size=size,
-                mtime_ns=mtime_ns,
-                content_hash=content_hash,
-                width=content.width,
-                height=content.height,
-                format=content.format,
-                taken_at=content.taken_at,
-                indexed_at=time.time(),
-                vector=content.vector,
-            )
-        )
+        values = _content_values(size, mtime_ns, content_hash, content)
+        result = self.conn.execute(insert(images).values(path=path, **values))
         image_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         self.changes.added[image_id] = content.vector
         self._clear_failure(path)
@@ -311,21 +299,8 @@ class CatalogWriter:
         self, image_id: int, size: int, mtime_ns: int, content_hash: bytes, content: Content
     ) -> None:
         """A file whose bytes changed: new content under the same id."""
-        self.conn.execute(
-            update(images)
-            .where(images.c.id == image_id)
-            .values(
-                size=size,
-                mtime_ns=mtime_ns,
-                content_hash=content_hash,
-                width=content.width,
-                height=content.height,
-                format=content.format,
-                taken_at=content.taken_at,
-                indexed_at=time.time(),
-                vector=content.vector,
-            )
-        )
+        values = _content_values(size, mtime_ns, content_hash, content)
+        self.conn.execute(update(images).where(images.c.id == image_id).values(**values))
         self.changes.removed.add(image_id)
         self.changes.added[image_id] = content.vector
 
@@ -384,6 +359,21 @@ _ROW_COLUMNS = (
     images.c.format,
     images.c.taken_at,
 )
+
+
+def _content_values(size: int, mtime_ns: int, content_hash: bytes, content: Content) -> dict[str, Any]:
+    """The columns that describe a file's bytes, for a new row or a changed one."""
+    return {
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "content_hash": content_hash,
+        "width": content.width,
+        "height": content.height,
+        "format": content.format,
+        "taken_at": content.taken_at,
+        "indexed_at": time.time(),
+        "vector": content.vector,
+    }
 
 
 def _under(column: Any, folder: bytes) -> Any:
