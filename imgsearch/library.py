@@ -90,6 +90,7 @@ class Library:
         self.precision = precision
         self.workers = workers
         self._encoder: Encoder | None = None
+        self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
 
     @property
     def db_path(self) -> Path:
@@ -270,7 +271,9 @@ class _Reader:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query: threads cost more than they give
-        vectors = VectorIndex.load_or_rebuild(self.catalog, lib.home, dim)
+        vectors = lib._vectors
+        if vectors is None or vectors.dim != dim or vectors.version != self.catalog.vectors_version():
+            vectors = lib._vectors = VectorIndex.load_or_rebuild(self.catalog, lib.home, dim)
         return self.catalog, vectors, spec
 
     def __exit__(self, *exc: object) -> None:
