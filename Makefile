@@ -26,8 +26,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install  ## model speed survey (random weights)
-	$(BIN)/python bench/model_survey.py
+bench: install  ## indexing throughput vs the pipeline limit (random weights); see BENCHMARKS.md
+	$(BIN)/python bench/index_rate.py
+	$(BIN)/python bench/index_rate.py --size 4000x3000 --count 48
 
 clean:
 	rm -rf $(VENV) .demo-home .pytest_cache .mypy_cache .ruff_cache
