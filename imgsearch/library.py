@@ -73,7 +73,7 @@ class Library:
 
     `model` is a model spec (see imgsearch.models); None means the model the index was built with, or the
     default for a new index. The encoder is loaded on first need and kept, so a long-lived Library answers
-    later queries without loading it again.
+    later queries without loading it again; `encoder` hands it one already loaded.
     """
 
     def __init__(
@@ -83,13 +83,14 @@ class Library:
         device: str = "auto",
         precision: str = "auto",
         workers: int | None = None,
+        encoder: Encoder | None = None,
     ):
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.requested_model = parse_model_spec(model) if model else None
         self.device = device
         self.precision = precision
         self.workers = workers
-        self._encoder: Encoder | None = None
+        self._encoder = encoder  # an already-loaded encoder: a process that shares one, or a test's own
         self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
 
     @property
