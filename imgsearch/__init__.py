@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["ImgsearchError", "Library", "Match", "Status"]
+__all__ = ["Filters", "ImgsearchError", "Library", "Match", "Status", "Term"]
 
 if TYPE_CHECKING:
     from .errors import ImgsearchError
     from .library import Library, Status
+    from .query import Filters, Term
     from .search import Match
 
 
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from . import library
 
         return getattr(library, name)
+    if name in ("Filters", "Term"):
+        from . import query
+
+        return getattr(query, name)
     if name == "Match":
         from .search import Match
 

@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from .classify import Classification, ZeroShot, check_arguments, with_wanted
 from .decode import decode_file, hash_file
+from .duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
 from .encoder import Encoder
 from .errors import DecodeError, IndexBusy, IndexNotFound, IndexReadOnly, ModelMismatch, UsageError
 from .events import IndexEvents
 from .indexer import Indexer, IndexReport
 from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
+from .query import Filters, Term, combine
 from .search import Match, nearest
 from .store.catalog import Catalog
 from .store.vectors import VectorIndex, vectors_file
@@ -86,6 +89,7 @@ class Library:
         encoder: Encoder | None = None,
     ):
         self.home = Path(home).expanduser() if home is not None else default_home()
+        model = model or os.environ.get("IMGSEARCH_MODEL")
         self.requested_model = parse_model_spec(model) if model else None
         self.device = device
         self.precision = precision
@@ -142,12 +146,7 @@ class Library:
     # -- reading --------------------------------------------------------------------------------------------
     def search(self, text: str, top: int = 10, under: str | os.PathLike[str] | None = None) -> list[Match]:
         """Images that match a description, best first."""
-        if not text.strip():
-            raise UsageError("the query text is empty")
-        _check_top(top)
-        with self._reader() as (catalog, vectors, spec):
-            query = self.encoder(spec).embed_texts([text])[0]
-            return nearest(catalog, vectors, query, top, _folder(under))
+        return self.query([Term.text(text)], top, _in_folder(under))
 
     def similar(
         self, image: str | os.PathLike[str], top: int = 10, under: str | os.PathLike[str] | None = None
@@ -157,15 +156,44 @@ class Library:
         An indexed, unchanged file reuses its stored vector and a copy of an indexed file reuses the
         original's, so neither loads the model.
         """
+        return self.query([Term.image(os.fspath(image))], top, _in_folder(under))
+
+    def query(
+        self,
+        terms: Sequence[Term],
+        top: int = 10,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+        sort: str = "score",
+    ) -> list[Match]:
+        """The general query: weighted text and image terms (negative weights push away), combined as the
+        normalised weighted sum of their unit embeddings, searched exactly among the files that pass
+        `filters`. Query images never appear in their own results."""
         _check_top(top)
+        if not terms:
+            raise UsageError("a query needs a text or an image")
+        if sort not in ("score", "date"):
+            raise UsageError(f"sort by 'score' or 'date', not {sort!r}")
+        with self._reader() as (catalog, vectors, spec):
+            texts = [t.value for t in terms if t.kind == "text"]
+            text_vectors = iter(self.encoder(spec).embed_texts(texts) if texts else [])
+            parts, exclude = [], set()
+            for term in terms:
+                if term.kind == "text":
+                    parts.append(next(text_vectors))
+                else:
+                    vector, own_id = self._image_vector(catalog, spec, term.value)
+                    parts.append(vector)
+                    if own_id is not None:
+                        exclude.add(own_id)
+            query = combine(np.stack(parts), [t.weight for t in terms])
+            return nearest(catalog, vectors, query, top, filters, exclude, min_score, sort)
+
+    def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
+        """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
         path = os.fsencode(os.path.abspath(os.path.expanduser(image)))
         if not os.path.isfile(path):
             raise UsageError(f"no such image file: {os.fsdecode(path)}")
-        with self._reader() as (catalog, vectors, spec):
-            query, own_id = self._image_vector(catalog, spec, path)
-            return nearest(catalog, vectors, query, top, _folder(under), exclude=own_id)
-
-    def _image_vector(self, catalog: Catalog, spec: ModelSpec, path: bytes) -> tuple[np.ndarray, int | None]:
         stored = catalog.row_by_path(path)
         own_id = stored[0].id if stored else None
         try:
@@ -218,6 +246,55 @@ class Library:
             return [(os.fsdecode(p), reason) for p, reason in catalog.failure_list(limit)]
         finally:
             catalog.close()
+
+    # -- zero-shot labels -----------------------------------------------------------------------------------
+    def classify(
+        self,
+        labels: Sequence[str],
+        under: str | os.PathLike[str] | None = None,
+        temperature: float | None = None,
+        min_prob: float = 0.0,
+    ) -> list[Classification]:
+        """Each image's most probable label among `labels` (CLIP zero-shot, see imgsearch.classify), in path
+        order. Only the label texts are encoded; images use their stored vectors. Images whose best label
+        has less than `min_prob` are left out; `temperature` replaces the model's logit scale by 1/T."""
+        check_arguments(labels, temperature, min_prob)
+        with self._reader() as (catalog, vectors, spec):
+            encoder = self.encoder(spec)
+            zero_shot = ZeroShot.prepare(labels, encoder.embed_texts, encoder.logit_scale, temperature)
+            batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
+            return list(zero_shot.classify(batches, min_prob))
+
+    def ids_with_label(
+        self,
+        wanted: str | Sequence[str],
+        labels: Sequence[str],
+        under: str | os.PathLike[str] | None = None,
+        temperature: float | None = None,
+        min_prob: float = 0.0,
+    ) -> np.ndarray:
+        """Sorted ids of the images whose best zero-shot label is one of `wanted`, compared against `labels`
+        plus the wanted ones (one label alone would always win): the allowed set of a query filtered by
+        label, in the form FAISS takes."""
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        label_set = with_wanted(wanted, labels)
+        check_arguments(label_set, temperature, min_prob)
+        with self._reader() as (catalog, vectors, spec):
+            encoder = self.encoder(spec)
+            zero_shot = ZeroShot.prepare(label_set, encoder.embed_texts, encoder.logit_scale, temperature)
+            batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
+            return zero_shot.ids_with(batches, wanted, min_prob)
+
+    # -- duplicates -----------------------------------------------------------------------------------------
+    def duplicates(
+        self, under: str | os.PathLike[str] | None = None, threshold: float = DEFAULT_THRESHOLD
+    ) -> list[DuplicateGroup]:
+        """Groups of byte-identical copies ("exact") and of images whose cosine is at least `threshold`
+        ("near"), largest first (see imgsearch.duplicates). Stored vectors and content hashes only: the
+        model is never loaded."""
+        check_threshold(threshold)  # before opening the index: a bad argument is the first thing to hear
+        with self._reader() as (catalog, vectors, _spec):
+            return find_duplicates(catalog, vectors, threshold, _folder_bytes(under))
 
     # -- model ----------------------------------------------------------------------------------------------
     def model_spec(self) -> ModelSpec:
@@ -282,10 +359,12 @@ class _Reader:
             self.catalog.close()
 
 
-def _folder(under: str | os.PathLike[str] | None) -> bytes | None:
-    if under is None:
-        return None
-    return os.fsencode(os.path.abspath(os.path.expanduser(under)))
+def _in_folder(under: str | os.PathLike[str] | None) -> Filters | None:
+    return Filters(under=os.fspath(under)) if under is not None else None
+
+
+def _folder_bytes(under: str | os.PathLike[str] | None) -> bytes | None:
+    return os.fsencode(os.path.abspath(os.path.expanduser(under))) if under is not None else None
 
 
 def _check_top(top: int) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 
+from .query import Filters
 from .store.catalog import Catalog, ImageRow
 from .store.vectors import VectorIndex
 
@@ -23,6 +26,11 @@ class Match:
     size: int
     mtime: float
     taken_at: float | None
+
+    @property
+    def date(self) -> float:
+        """When the photo was taken (EXIF), else when the file was last modified."""
+        return self.taken_at if self.taken_at is not None else self.mtime
 
     @property
     def raw_path(self) -> bytes:
@@ -42,21 +50,41 @@ class Match:
         }
 
 
+def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray | None:
+    """The ids a filtered query may return (None: no filter). FAISS then searches only these, exactly."""
+    if not filters.active:
+        return None
+    under = os.fsencode(os.path.abspath(os.path.expanduser(filters.under))) if filters.under else None
+    rows = catalog.ids_where(
+        under, filters.after, filters.before, filters.min_width, filters.min_height, filters.formats
+    )
+    if filters.glob is not None:
+        rows = [(i, p) for i, p in rows if fnmatch.fnmatchcase(os.fsdecode(p), filters.glob)]
+    return np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
+
+
 def nearest(
     catalog: Catalog,
     vectors: VectorIndex,
     query: np.ndarray,
     top: int,
-    under: bytes | None = None,
-    exclude: int | None = None,
+    filters: Filters | None = None,
+    exclude: Collection[int] = (),
+    min_score: float | None = None,
+    sort: str = "score",
 ) -> list[Match]:
-    """The `top` images nearest to a unit query vector, best first, optionally only under a folder."""
-    allowed = catalog.ids_under(under) if under is not None else None
-    want = top + (1 if exclude is not None else 0)
-    scores, ids = vectors.search(query, want, allowed)
-    keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if int(i) != exclude][:top]
+    """The `top` images nearest to a unit query vector that pass `filters`, best first (or newest first
+    with sort='date'), leaving out the ids in `exclude` and scores below `min_score`."""
+    allowed = allowed_ids(catalog, filters or Filters())
+    scores, ids = vectors.search(query, top + len(exclude), allowed)
+    keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if int(i) not in exclude][:top]
+    if min_score is not None:
+        keep = [(s, i) for s, i in keep if s >= min_score]
     rows = catalog.rows(i for _, i in keep)
-    return [_match(rows[i], score) for score, i in keep if i in rows]
+    matches = [_match(rows[i], score) for score, i in keep if i in rows]
+    if sort == "date":
+        matches.sort(key=lambda m: m.date, reverse=True)
+    return matches
 
 
 def _match(row: ImageRow, score: float) -> Match:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_text_query_prints_score_and_path_best_first(cli, indexed):
     assert len(lines) == 5
     scores = [float(line.split()[0]) for line in lines]
     assert scores == sorted(scores, reverse=True)
-    assert all(Path(line.split(maxsplit=1)[1]).is_file() for line in lines)
+    assert all(Path(line.split(maxsplit=3)[3]).is_file() for line in lines)  # score, date, size, path
 
 
 def test_json_output_has_path_score_and_size(cli, indexed):
@@ -112,7 +113,10 @@ def test_missing_index_is_one_clear_line_and_exit_1(cli):
 
 def test_usage_errors_exit_2(cli, indexed):
     assert cli("query").exit_code == 2  # neither text nor --image
-    assert cli("query", "cat", "--image", indexed / "cat-chelsea.jpg").exit_code == 2
+    assert cli("query", "--not", "cat").exit_code == 2  # nothing to push away from
+    assert cli("query", "cat", "--image", indexed / "no-such.jpg").exit_code == 2
+    assert cli("query", "cat", "--after", "yesterday").exit_code == 2
+    assert cli("query", "cat", "--type", "psd").exit_code == 2
     assert cli("query", "cat", "--json", "--paths").exit_code == 2
     assert cli("query", "cat", "-n", "0").exit_code == 2
     assert cli("similar", indexed / "no-such.jpg").exit_code == 2
@@ -148,3 +152,35 @@ def test_a_long_lived_library_reuses_its_vectors_until_the_index_changes(tiny_mo
     found = library.search("a fig", top=SAMPLE_COUNT + 1)
     assert library._vectors is not first
     assert str(indexed / "fig-copy.jpg") in {m.path for m in found}
+
+
+def test_every_query_option_parses_runs_and_prints_well_formed_results(cli, indexed):
+    def rows(*args):
+        result = cli("query", *args, "--json", "-n", "50")
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.output.splitlines()]
+
+    assert len(rows("beach at sunset", "--not", "people")) == SAMPLE_COUNT
+    liked = rows("dog", "--like", indexed / "dogs-at-window.jpg")
+    assert str(indexed / "dogs-at-window.jpg") not in {r["path"] for r in liked}
+    assert len(liked) == SAMPLE_COUNT - 1
+    assert len(rows("2:mountain lake", "1:winter", "--like", f"0.5:{indexed / 'lake-at-dusk.jpg'}")) == 33
+    filtered = rows(
+        "birthday cake", "--after", "2000-01-01", "--before", "2100-12-31", "--in", indexed,
+        "--glob", "*/[a-f]*.jpg", "--min-width", "500", "--min-height", "300", "--type", "jpg,png",
+        "--min-score", "-1", "--sort", "date",
+    )  # fmt: skip
+    assert filtered
+    for row in filtered:
+        name = Path(row["path"]).name
+        assert name[0] in "abcdef" and row["width"] >= 500 and row["height"] >= 300
+    dates = [r["taken_at"] or r["mtime"] for r in filtered]
+    assert dates == sorted(dates, reverse=True)
+    assert rows("x", "--before", "1990-01-01") == []
+    assert rows("x", "--min-score", "0.9999") == []
+    table = cli("similar", indexed / "coffee-cup.jpg", "--type", "jpeg", "-n", "3").output.splitlines()
+    assert len(table) == 3
+    for line in table:
+        score, day, size, path = line.split(maxsplit=3)
+        float(score), time.strptime(day, "%Y-%m-%d")
+        assert "x" in size and Path(path).is_file()

@@ -36,6 +36,8 @@ def main() -> None:
       imgsearch index ~/Photos                 index a folder (later runs only what changed)
       imgsearch query "a red apple on a table" find pictures by description
       imgsearch similar ~/Photos/cat.jpg       find pictures that look like this one
+      imgsearch classify ~/Photos --labels cat dog car   label every picture (zero-shot)
+      imgsearch duplicates ~/Photos            groups of copies, exact and near
       imgsearch status                         what is indexed, and where
 
     The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere.
@@ -43,9 +45,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import index, models, query, status
+    from . import classify, duplicates, index, models, query, status
 
-    for module in (index, query, status, models):
+    for module in (index, query, status, models, classify, duplicates):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +30,9 @@ def print_matches(matches: Sequence[Any], as_json: bool, paths_only: bool, nul: 
             out.write(m.raw_path + (b"\0" if nul else b"\n"))
         out.flush()
     else:
-        for m in matches:
-            click.echo(f"{m.score:.4f}  {display_path(m.path)}")
+        for m in matches:  # score, date (taken, else modified), pixel size, path: the path last, whole
+            day = time.strftime("%Y-%m-%d", time.localtime(m.date))
+            click.echo(f"{m.score:.4f}  {day}  {f'{m.width}x{m.height}':>11}  {display_path(m.path)}")
 
 
 def _lossy(path: str) -> bool:

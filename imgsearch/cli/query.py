@@ -1,8 +1,10 @@
-"""`imgsearch query` and `imgsearch similar`: find pictures by words or by example."""
+"""`imgsearch query` and `imgsearch similar`: find pictures by words, by example, or both."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -11,20 +13,52 @@ from .options import library_options, open_library
 from .output import print_matches
 
 
+def _date(value: str, end_of_day: bool) -> float:
+    """YYYY-MM-DD (a whole day) or YYYY-MM-DDTHH:MM[:SS], local time, as a Unix time."""
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            moment = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        if end_of_day and fmt == "%Y-%m-%d":
+            moment += timedelta(days=1)  # --before 2023-12-31 includes that day
+        return time.mktime(moment.timetuple())
+    raise click.BadParameter(f"{value!r} is not a date like 2023-12-31 or 2023-12-31T18:00")
+
+
 def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """How many results, where from, and how to print them."""
+    """How many results, which files may be returned, and how to print them."""
     decorators = [
         click.option(
             "-n", "--top", type=click.IntRange(min=1), default=10, show_default=True, help="How many results."
         ),
         click.option(
-            "--in", "under", type=click.Path(file_okay=False), help="Only results inside this folder."
+            "--in", "under", type=click.Path(file_okay=False), help="Only files inside this folder."
+        ),
+        click.option("--glob", help="Only paths matching this pattern ('*' also matches '/'), e.g. '*.png'."),
+        click.option("--after", help="Only photos taken (else modified) on or after this date, YYYY-MM-DD."),
+        click.option("--before", help="Only photos taken (else modified) before the end of this date."),
+        click.option("--min-width", type=click.IntRange(min=1), help="Only images at least this wide (px)."),
+        click.option("--min-height", type=click.IntRange(min=1), help="Only images at least this tall (px)."),
+        click.option(
+            "--type",
+            "types",
+            multiple=True,
+            help="Only these file types: jpeg, png, webp, heic, gif, ... (repeat or comma-separate).",
+        ),
+        click.option("--min-score", type=float, help="Leave out matches scoring below this cosine."),
+        click.option(
+            "--sort",
+            type=click.Choice(["score", "date"]),
+            default="score",
+            show_default=True,
+            help="Order of the top matches: best first, or newest first.",
         ),
         click.option(
             "--json",
             "as_json",
             is_flag=True,
-            help="One JSON object per line: path, score, width, height, format, size, mtime.",
+            help="One JSON object per line: path, score, width, height, format, size, mtime, taken_at.",
         ),
         click.option("--paths", "paths_only", is_flag=True, help="Paths only, one per line, for piping."),
         click.option(
@@ -36,57 +70,94 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _check_output(as_json: bool, paths_only: bool, nul: bool) -> None:
+def _run(terms: list[Any], options: dict[str, Any]) -> None:
+    """Build the filters from the shared options, query, print."""
+    from ..query import Filters
+
+    as_json, paths_only, nul = options.pop("as_json"), options.pop("paths_only"), options.pop("nul")
     if as_json and (paths_only or nul):
         raise click.UsageError("--json cannot be combined with --paths or -0")
+    after, before = options.pop("after"), options.pop("before")
+    types = options.pop("types")
+    filters = Filters(
+        under=options.pop("under"),
+        glob=options.pop("glob"),
+        after=_date(after, end_of_day=False) if after else None,
+        before=_date(before, end_of_day=True) if before else None,
+        min_width=options.pop("min_width"),
+        min_height=options.pop("min_height"),
+        formats=Filters.formats_for(list(types)) if types else None,
+    )
+    top, min_score, sort = options.pop("top"), options.pop("min_score"), options.pop("sort")
+    matches = open_library(**options).query(terms, top, filters, min_score, sort)
+    print_matches(matches, as_json, paths_only, nul)
 
 
 @click.command()
-@click.argument("text", required=False)
+@click.argument("texts", nargs=-1)
+@click.option("--image", help="Images that look like this one (it is never in its own results).")
 @click.option(
-    "--image",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Find images that look like this one instead (it is never in its own results).",
+    "--like",
+    "likes",
+    multiple=True,
+    metavar="[W:]IMAGE",
+    help="Pull results towards this example image (repeatable; optional weight W).",
+)
+@click.option(
+    "--not",
+    "nots",
+    multiple=True,
+    metavar="[W:]TEXT",
+    help="Push results away from this description (repeatable; optional weight W).",
 )
 @result_options
 @library_options
 def query(
-    text: str | None,
-    image: str | None,
-    top: int,
-    under: str | None,
-    as_json: bool,
-    paths_only: bool,
-    nul: bool,
-    **options: Any,
+    texts: tuple[str, ...], image: str | None, likes: tuple[str, ...], nots: tuple[str, ...], **options: Any
 ) -> None:
-    """Find pictures that match TEXT (a description), or that look like --image, best first.
+    """Find pictures that match TEXTS (descriptions), example images, or both; best first.
 
-    Scores are cosine similarities between the query and each picture.
+    \b
+      imgsearch query "a red apple on a table"
+      imgsearch query "beach at sunset" --not people
+      imgsearch query dog --like ~/Photos/rex.jpg
+      imgsearch query "2:mountain lake" "1:winter"          weights: W:TEXT
+
+    Each term is embedded as a unit vector; the query is their weighted sum, normalised: weights (default 1)
+    say how much a term counts, --not subtracts. To search for text that itself starts with NUMBER:, give
+    it an explicit weight ("1:10:30 train"). Scores are cosine similarities between the query and each
+    picture. Every filter narrows the files searched, so results are the true top matches among them.
     """
-    _check_output(as_json, paths_only, nul)
-    if (text is None) == (image is None):
-        raise click.UsageError("give either TEXT or --image (one of them)")
-    library = open_library(**options)
+    from ..query import Term, split_weight
+
+    terms = [Term.text(text, weight) for weight, text in map(split_weight, texts)]
+    terms += [Term.text(text, -weight) for weight, text in map(split_weight, nots)]
     if image is not None:
-        matches = library.similar(image, top=top, under=under)
-    else:
-        assert text is not None
-        matches = library.search(text, top=top, under=under)
-    print_matches(matches, as_json, paths_only, nul)
+        terms.append(Term.image(image))
+    terms += [Term.image(path, weight) for weight, path in map(_image_weight, likes)]
+    if not [t for t in terms if t.weight > 0]:
+        raise click.UsageError("give TEXT, --image or --like (--not alone has nothing to push away from)")
+    _run(terms, options)
+
+
+def _image_weight(value: str) -> tuple[float, str]:
+    """'2:rex.jpg' -> (2.0, 'rex.jpg'), unless a file is really called '2:rex.jpg'."""
+    import os
+
+    from ..query import split_weight
+
+    return (1.0, value) if os.path.exists(value) else split_weight(value)
 
 
 @click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @result_options
 @library_options
-def similar(
-    image: str, top: int, under: str | None, as_json: bool, paths_only: bool, nul: bool, **options: Any
-) -> None:
+def similar(image: str, **options: Any) -> None:
     """Find pictures that look like IMAGE (indexed or not); IMAGE itself is left out."""
-    _check_output(as_json, paths_only, nul)
-    matches = open_library(**options).similar(image, top=top, under=under)
-    print_matches(matches, as_json, paths_only, nul)
+    from ..query import Term
+
+    _run([Term.image(image)], options)
 
 
 COMMANDS = [query, similar]

@@ -226,6 +226,20 @@ class Catalog:
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return stamp, ids, vectors
 
+    def vector_batches(
+        self, dim: int, under: bytes | None = None, batch: int = 8192
+    ) -> Iterator[tuple[np.ndarray, list[bytes], np.ndarray]]:
+        """(ids, paths, vectors) of the images (under a folder), in path order, `batch` rows at a time from
+        one snapshot: work over every stored vector (zero-shot labels) in bounded memory."""
+        query = select(images.c.id, images.c.path, images.c.vector).order_by(images.c.path)
+        if under is not None:
+            query = query.where(_under(images.c.path, under))
+        with self._read() as conn:
+            for rows in conn.execute(query).partitions(batch):
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
+                yield ids, [r[1] for r in rows], vectors
+
     def count(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
@@ -246,6 +260,42 @@ class Catalog:
         with self._read() as conn:
             rows = conn.execute(select(images.c.id).where(_under(images.c.path, folder))).all()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def paths_and_hashes(self, folder: bytes | None = None) -> dict[int, tuple[bytes, bytes]]:
+        """id -> (path, content hash) of every image (under `folder`): what finding duplicates needs
+        besides the vectors, without reading the vectors."""
+        query = select(images.c.id, images.c.path, images.c.content_hash)
+        if folder is not None:
+            query = query.where(_under(images.c.path, folder))
+        with self._read() as conn:
+            return {r.id: (r.path, r.content_hash) for r in conn.execute(query)}
+
+    def ids_where(
+        self,
+        under: bytes | None = None,
+        after: float | None = None,
+        before: float | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        formats: Iterable[str] | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """(id, path) of the images that pass these filters; the date is when taken, else the mtime."""
+        taken = func.coalesce(images.c.taken_at, images.c.mtime_ns / 1e9)
+        query = select(images.c.id, images.c.path)
+        if under is not None:
+            query = query.where(_under(images.c.path, under))
+        if after is not None:
+            query = query.where(taken >= after)
+        if before is not None:
+            query = query.where(taken < before)
+        if min_width is not None:
+            query = query.where(images.c.width >= min_width)
+        if min_height is not None:
+            query = query.where(images.c.height >= min_height)
+        if formats is not None:
+            query = query.where(images.c.format.in_(list(formats)))
+        with self._read() as conn:
+            return [(r.id, r.path) for r in conn.execute(query)]
 
     def counts_by_root(self) -> list[tuple[bytes, int, int]]:
         """(root, images, failures) for every root."""

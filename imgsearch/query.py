@@ -1,0 +1,96 @@
+"""What a query is made of: weighted text and image terms, and filters on the files they may return.
+
+The query vector is the normalised weighted sum of the terms' unit embeddings, q = norm(sum w_i e_i):
+a positive weight pulls results towards a term, a negative one pushes them away, and a larger weight
+counts for more. Scores are cosines between q and each image.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UsageError
+
+_WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.S)
+
+#: What a user may type for --type, and the Pillow format names stored for such files.
+FORMAT_NAMES = {
+    "jpeg": ("JPEG", "MPO"),
+    "jpg": ("JPEG", "MPO"),
+    "png": ("PNG",),
+    "gif": ("GIF",),
+    "webp": ("WEBP",),
+    "heic": ("HEIF",),
+    "heif": ("HEIF",),
+    "avif": ("AVIF",),
+    "tiff": ("TIFF",),
+    "tif": ("TIFF",),
+    "bmp": ("BMP",),
+}
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a query: a description or an example image, with a weight (negative pushes away)."""
+
+    kind: str  # "text" or "image"
+    value: str  # the text, or the image's path
+    weight: float = 1.0
+
+    @classmethod
+    def text(cls, value: str, weight: float = 1.0) -> Term:
+        if not value.strip():
+            raise UsageError("a query text is empty")
+        return cls("text", value, weight)
+
+    @classmethod
+    def image(cls, path: str, weight: float = 1.0) -> Term:
+        return cls("image", path, weight)
+
+
+def split_weight(text: str) -> tuple[float, str]:
+    """'2:mountain lake' -> (2.0, 'mountain lake'); text without a leading 'NUMBER:' has weight 1."""
+    match = _WEIGHTED.match(text)
+    if match is None:
+        return 1.0, text
+    return float(match.group(1)), match.group(2)
+
+
+def combine(vectors: np.ndarray, weights: list[float]) -> np.ndarray:
+    """The normalised weighted sum of unit vectors; terms that cancel out are a usage error."""
+    total = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise UsageError("the query terms cancel each other out; change their weights")
+    return (total / norm).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which indexed files a query may return. Every filter narrows the set searched, so the results are
+    the exact top-k of the files that pass, however few they are."""
+
+    under: str | None = None  # a folder
+    glob: str | None = None  # fnmatch pattern on the full path ('*' crosses folders)
+    after: float | None = None  # Unix time, inclusive; date taken, else file mtime
+    before: float | None = None  # Unix time, exclusive
+    min_width: int | None = None
+    min_height: int | None = None
+    formats: tuple[str, ...] | None = None  # Pillow format names
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in self.__dict__.values())
+
+    @staticmethod
+    def formats_for(names: list[str]) -> tuple[str, ...]:
+        """Pillow format names for what a user typed ('jpg', 'png,webp')."""
+        out: list[str] = []
+        for name in (n.strip().lower() for part in names for n in part.split(",")):
+            if name not in FORMAT_NAMES:
+                raise UsageError(f"unknown file type {name!r}; known: {', '.join(sorted(FORMAT_NAMES))}")
+            out.extend(FORMAT_NAMES[name])
+        return tuple(dict.fromkeys(out))
