@@ -18,7 +18,9 @@ def display_path(path: bytes | str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def print_matches(matches: Sequence[Any], as_json: bool, paths_only: bool, nul: bool) -> None:
+def print_matches(
+    matches: Sequence[Any], as_json: bool, paths_only: bool, nul: bool, preview: str | None = None
+) -> None:
     if as_json:
         for m in matches:
             item = m.to_dict()
@@ -33,6 +35,10 @@ def print_matches(matches: Sequence[Any], as_json: bool, paths_only: bool, nul: 
         for m in matches:  # score, date (taken, else modified), pixel size, path: the path last, whole
             day = time.strftime("%Y-%m-%d", time.localtime(m.date))
             click.echo(f"{m.score:.4f}  {day}  {f'{m.width}x{m.height}':>11}  {display_path(m.path)}")
+            if preview:
+                from .preview import show
+
+                show(m.path, preview)
 
 
 def _lossy(path: str) -> bool:

@@ -64,6 +64,14 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "-0", "--null", "nul", is_flag=True, help="Paths only, separated by NUL bytes (xargs -0)."
         ),
+        click.option(
+            "--preview",
+            type=click.Choice(["auto", "kitty", "iterm2", "sixel"]),
+            is_flag=False,
+            flag_value="auto",
+            help="Thumbnails inline in terminals that show images (kitty, iTerm2, WezTerm, sixel); "
+            "--preview alone detects the terminal and shows nothing elsewhere.",
+        ),
     ]
     for decorate in reversed(decorators):
         command = decorate(command)
@@ -89,8 +97,13 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
         formats=Filters.formats_for(list(types)) if types else None,
     )
     top, min_score, sort = options.pop("top"), options.pop("min_score"), options.pop("sort")
+    preview = options.pop("preview")
     matches = open_library(**options).query(terms, top, filters, min_score, sort)
-    print_matches(matches, as_json, paths_only, nul)
+    if preview == "auto":
+        from .preview import detect
+
+        preview = detect()
+    print_matches(matches, as_json, paths_only, nul, preview)
 
 
 @click.command()
