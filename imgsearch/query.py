@@ -80,10 +80,14 @@ class Filters:
     min_width: int | None = None
     min_height: int | None = None
     formats: tuple[str, ...] | None = None  # Pillow format names
+    labels: tuple[str, ...] | None = None  # best zero-shot label is one of these...
+    label_set: tuple[str, ...] = ()  # ...compared against these (see imgsearch.classify)
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in self.__dict__.values())
+        """Whether any filter on the catalog's columns is set (labels are judged from vectors apart)."""
+        columns = (self.under, self.glob, self.after, self.before, self.min_width, self.min_height)
+        return any(v is not None for v in (*columns, self.formats))
 
     @staticmethod
     def formats_for(names: list[str]) -> tuple[str, ...]:

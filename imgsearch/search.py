@@ -68,14 +68,13 @@ def nearest(
     vectors: VectorIndex,
     query: np.ndarray,
     top: int,
-    filters: Filters | None = None,
+    allowed: np.ndarray | None = None,
     exclude: Collection[int] = (),
     min_score: float | None = None,
     sort: str = "score",
 ) -> list[Match]:
-    """The `top` images nearest to a unit query vector that pass `filters`, best first (or newest first
-    with sort='date'), leaving out the ids in `exclude` and scores below `min_score`."""
-    allowed = allowed_ids(catalog, filters or Filters())
+    """The `top` images nearest to a unit query vector among the `allowed` ids (None: all), best first (or
+    newest first with sort='date'), leaving out the ids in `exclude` and scores below `min_score`."""
     scores, ids = vectors.search(query, top + len(exclude), allowed)
     keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if int(i) not in exclude][:top]
     if min_score is not None:

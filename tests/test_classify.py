@@ -195,8 +195,10 @@ def test_ids_with_label_keeps_the_images_whose_best_label_is_wanted(library):
     assert wanted.dtype == np.int64 and len(wanted) > 0
     both = library.ids_with_label(["cat", "dog"], ["birthday party"])
     assert both.tolist() == sorted(paths[r.path] for r in results if r.label in ("cat", "dog"))
-    with pytest.raises(UsageError, match="at least two labels"):
-        library.ids_with_label("cat", [])
+    with pytest.raises(UsageError, match="other labels to compare with"):
+        library.ids_with_label("cat", ["Cat"])
+    with pytest.raises(UsageError, match="at least one label to keep"):
+        library.ids_with_label([], LABELS)
 
 
 # -- through the CLI, with the real tiny model ---------------------------------------------------------------

@@ -184,3 +184,17 @@ def test_every_query_option_parses_runs_and_prints_well_formed_results(cli, inde
         score, day, size, path = line.split(maxsplit=3)
         float(score), time.strptime(day, "%Y-%m-%d")
         assert "x" in size and Path(path).is_file()
+
+
+def test_query_label_filter_parses_and_keeps_only_that_label(cli, indexed):
+    labels = ["cat", "dog", "car", "tree"]
+    classified = cli("classify", indexed, "--labels", *labels, "--json").output.splitlines()
+    best = [json.loads(line)["label"] for line in classified]
+    label = max(labels, key=best.count)  # the tiny model's labels are arbitrary: use one that is present
+    expected = {json.loads(x)["path"] for x in classified if json.loads(x)["label"] == label}
+    others = [x for x in labels if x != label]
+    result = cli("query", "a sunny day", "--label", label, "--labels", *others, "--json", "-n", "50")
+    assert result.exit_code == 0, result.output
+    assert {json.loads(line)["path"] for line in result.output.splitlines()} == expected
+    assert 0 < len(expected) < SAMPLE_COUNT
+    assert cli("query", "x", "--labels", "dog", "car").exit_code == 2  # --labels without --label

@@ -164,3 +164,21 @@ def test_unknown_file_types_are_a_usage_error():
     assert Filters.formats_for(["jpg,png"]) == ("JPEG", "MPO", "PNG")
     with pytest.raises(UsageError, match="unknown file type"):
         Filters.formats_for(["psd"])
+
+
+def test_a_label_filter_returns_the_exact_top_k_among_images_labelled_so(tmp_path):
+    from imgsearch.classify import TEMPLATES
+
+    cat, dog = np.eye(DIM, dtype=np.float32)[4], np.eye(DIM, dtype=np.float32)[5]
+    texts = {"beach": BEACH}
+    for label, vector in (("cat", cat), ("dog", dog)):
+        texts.update({template.format(label): vector for template in TEMPLATES})
+    encoder = ControlledEncoder(DIM, texts)
+    items = [Item(f"cat{i}.jpg", cat + 0.2 * i * BEACH) for i in range(4)]
+    items += [Item(f"dog{i}.jpg", dog + 0.3 * i * BEACH) for i in range(4)]
+    library = controlled_library(tmp_path / "home", tmp_path / "photos", items, encoder)
+    only_cats = Filters(labels=("cat",), label_set=("dog",))
+    got = names(library.query([Term.text("beach")], top=3, filters=only_cats))
+    assert got == ["cat3.jpg", "cat2.jpg", "cat1.jpg"]  # dogs score higher on "beach" but are not cats
+    with pytest.raises(UsageError, match="other labels"):
+        library.query([Term.text("beach")], filters=Filters(labels=("cat",)))

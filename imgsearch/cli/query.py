@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .classify import label_options, labels_from
 from .options import library_options, open_library
 from .output import print_matches
 
@@ -65,6 +66,14 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "-0", "--null", "nul", is_flag=True, help="Paths only, separated by NUL bytes (xargs -0)."
         ),
         click.option(
+            "--label",
+            "wanted_labels",
+            multiple=True,
+            metavar="LABEL",
+            help="Only images whose most probable zero-shot label is LABEL (repeatable: any of them), "
+            "among the labels given with --labels (see `imgsearch classify`).",
+        ),
+        click.option(
             "--preview",
             type=click.Choice(["auto", "kitty", "iterm2", "sixel"]),
             is_flag=False,
@@ -75,7 +84,7 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for decorate in reversed(decorators):
         command = decorate(command)
-    return command
+    return label_options(command)
 
 
 def _run(terms: list[Any], options: dict[str, Any]) -> None:
@@ -87,7 +96,16 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
         raise click.UsageError("--json cannot be combined with --paths or -0")
     after, before = options.pop("after"), options.pop("before")
     types = options.pop("types")
+    wanted, labels, labels_file = (
+        options.pop("wanted_labels"),
+        options.pop("labels"),
+        options.pop("labels_file"),
+    )
+    if (labels or labels_file) and not wanted:
+        raise click.UsageError("--labels goes with --label: the label to keep, among them")
     filters = Filters(
+        labels=wanted or None,
+        label_set=tuple(labels_from(labels, labels_file)) if labels or labels_file else (),
         under=options.pop("under"),
         glob=options.pop("glob"),
         after=_date(after, end_of_day=False) if after else None,
