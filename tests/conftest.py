@@ -11,6 +11,7 @@ from tests.tiny_model import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_PHOTOS = REPO / "sample_photos"
+SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +63,10 @@ def cli(tiny_model: str):
         return runner.invoke(main, argv, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture
+def indexed(cli, photos) -> Path:
+    result = cli("index", photos)
+    assert result.exit_code == 0, result.output
+    return photos

@@ -14,12 +14,11 @@ import pytest
 from imgsearch.classify import TEMPLATES, ZeroShot, softmax
 from imgsearch.errors import UsageError
 from imgsearch.store.catalog import Catalog
-from tests.conftest import SAMPLE_PHOTOS
+from tests.conftest import SAMPLE_COUNT
 from tests.controlled import ControlledEncoder, Item, controlled_library, unit
 
 DIM = 8
 LABELS = ["cat", "dog", "birthday party"]
-SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
 
 
 def _encoder(rng: np.random.Generator, labels=LABELS, logit_scale: float = 100.0) -> ControlledEncoder:
@@ -205,13 +204,6 @@ def test_ids_with_label_keeps_the_images_whose_best_label_is_wanted(library):
 
 CLI_LABELS = ["cat", "dog", "car", "birthday party"]
 _ROW = re.compile(r"^(.+?) +(\d\.\d{3})  (.+)$")
-
-
-@pytest.fixture
-def indexed(cli, photos) -> Path:
-    result = cli("index", photos)
-    assert result.exit_code == 0, result.output
-    return photos
 
 
 def test_table_shows_best_label_probability_and_path(cli, indexed):

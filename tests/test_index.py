@@ -12,9 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from imgsearch import Library
-from tests.conftest import SAMPLE_PHOTOS
-
-SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
+from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
 
 
 def summary(output: str) -> dict[str, int]:

@@ -13,16 +13,7 @@ import numpy as np
 import pytest
 
 from imgsearch import Library
-from tests.conftest import SAMPLE_PHOTOS
-
-SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
-
-
-@pytest.fixture
-def indexed(cli, photos) -> Path:
-    result = cli("index", photos)
-    assert result.exit_code == 0, result.output
-    return photos
+from tests.conftest import SAMPLE_COUNT
 
 
 def test_text_query_prints_score_and_path_best_first(cli, indexed):
