@@ -7,8 +7,10 @@ encoded. Each batch is committed on its own, so an interrupted run keeps what it
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -293,6 +295,23 @@ def _decode_job(path: bytes, prep: Preprocess) -> DecodedImage | str | None:
         return "out of memory while decoding"
 
 
+def _pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, context, initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: on Linux, end with the indexing process even when it is killed with SIGKILL
+    (idle pool workers otherwise outlive it; `imgsearch watch` may be stopped that way)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(0)
+
+
 def _decode_all(
     jobs: Iterable[_Job], prep: Preprocess, workers: int
 ) -> Iterator[tuple[_Job, DecodedImage | str | None]]:
@@ -306,7 +325,7 @@ def _decode_all(
     window = workers * 4 + 32
     tries: dict[int, int] = defaultdict(int)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = _pool(workers, context)
     pending: dict[Future, _Job] = {}
     try:
         while queue or pending:
@@ -332,6 +351,6 @@ def _decode_all(
                     queue.append(job)
                 pending.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+                pool = _pool(workers, context)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -9,8 +9,11 @@ for match in lib.search("a red apple on a table", top=5):
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +29,11 @@ from .events import IndexEvents
 from .indexer import Indexer, IndexReport
 from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
 from .query import Filters, Term, combine
-from .search import Match, nearest
+from .search import Match, allowed_ids, nearest
 from .store.catalog import Catalog
 from .store.vectors import VectorIndex, vectors_file
+
+_log = logging.getLogger("imgsearch")
 
 DB_FILE = "index.db"
 LOCK_FILE = "write.lock"
@@ -106,6 +111,69 @@ class Library:
         self, folders: Sequence[str | os.PathLike[str]] = (), events: IndexEvents | None = None
     ) -> IndexReport:
         """Add folders to the index and bring it up to date; no folders means every folder indexed before."""
+        with self._writing(folders, "index") as (catalog, spec, roots):
+            return self._update(catalog, spec, roots, events)[0]
+
+    def watch(
+        self,
+        folders: Sequence[str | os.PathLike[str]] = (),
+        events: IndexEvents | None = None,
+        *,
+        settle: float = 1.0,
+        rescan_interval: float = 3600.0,
+        poll: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Index folders (no folders: every folder indexed before), then keep the index in step with them
+        until `stop` is set (or KeyboardInterrupt), holding the write lock all along.
+
+        Changes are batched (see imgsearch.watch) and each batch re-indexes the deepest existing folders it
+        touched through the same Indexer as `index`: moves re-encode nothing, deleted folders leave the
+        index, and the FAISS file is saved after every batch so other processes' queries see new images.
+        A full rescan runs every `rescan_interval` seconds (0: never) in case events were lost.
+        """
+        from .watch.events import folders_to_index
+        from .watch.watcher import Watcher
+
+        if settle < 0 or rescan_interval < 0:
+            raise UsageError("settle and rescan interval must not be negative")
+        stop = stop or threading.Event()
+        with self._writing(folders, "watch") as (catalog, spec, roots):
+            kept: list[VectorIndex | None] = [None]  # the FAISS index, kept in memory between batches
+
+            def run(targets: list[bytes], why: str) -> None:
+                report, kept[0] = self._update(catalog, spec, targets, events, kept[0])
+                shown = ", ".join(os.fsdecode(t) for t in targets[:3]) + (" ..." if len(targets) > 3 else "")
+                _log.info("%s %s: %s", why, shown, report.summary())
+                for folder, reason in report.unreadable:
+                    _log.warning("cannot read %s: %s; its images are kept", os.fsdecode(folder), reason)
+                for root in report.missing_roots:
+                    _log.warning("%s is not there (unplugged?); its images are kept", os.fsdecode(root))
+
+            def on_batch(paths: list[bytes]) -> None:
+                targets = folders_to_index(paths, roots)
+                _log.debug("%d changed paths -> %d folders", len(paths), len(targets))
+                if targets:
+                    run(targets, "updated")
+
+            watcher = Watcher(roots, on_batch, lambda: run(roots, "rescanned"), settle, rescan_interval, poll)
+            _log.info("watching %s", ", ".join(os.fsdecode(r) for r in roots))
+
+            def on_start() -> None:
+                run(roots, "caught up")
+                if events is not None:
+                    events.loading_model(spec.id)
+                self.encoder(spec)  # now, not when the first photo arrives
+                _log.info("model loaded; waiting for changes")
+
+            watcher.run(stop, on_start=on_start)
+            _log.info("stopped watching")
+
+    @contextmanager
+    def _writing(
+        self, folders: Sequence[str | os.PathLike[str]], command: str
+    ) -> Iterator[tuple[Catalog, ModelSpec, list[bytes]]]:
+        """The write lock, the open catalog, its model, and the roots to index (given, else all known)."""
         roots = [os.fsencode(os.path.abspath(os.path.expanduser(f))) for f in folders]
         for root in roots:
             if not os.path.isdir(root):
@@ -113,21 +181,39 @@ class Library:
         lock = self._write_lock()
         catalog = Catalog.open(self.db_path, create=True)
         try:
-            spec, dim = self._model_for(catalog)
+            spec, _ = self._model_for(catalog)
             if not roots:
                 roots = catalog.roots()
                 if not roots:
-                    raise UsageError("nothing indexed yet: give a folder, e.g. `imgsearch index ~/Photos`")
-            vectors = VectorIndex.load_or_rebuild(catalog, self.home, dim, save=False) if dim else None
-            indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), spec.id, events, self.workers)
-            try:
-                return indexer.run(roots)
-            finally:
-                if indexer.vectors is not None and indexer.vectors.version == catalog.vectors_version():
-                    indexer.vectors.save(self.home)
+                    raise UsageError(
+                        f"nothing indexed yet: give a folder, e.g. `imgsearch {command} ~/Photos`"
+                    )
+            yield catalog, spec, roots
         finally:
             catalog.close()
             lock.release()
+
+    def _update(
+        self,
+        catalog: Catalog,
+        spec: ModelSpec,
+        roots: list[bytes],
+        events: IndexEvents | None,
+        vectors: VectorIndex | None = None,
+    ) -> tuple[IndexReport, VectorIndex | None]:
+        """One indexer pass over `roots`. The FAISS index follows every committed batch and is saved when
+        it matches the catalog, also after an interruption; `vectors` is reused while still current."""
+        if vectors is None or vectors.version != catalog.vectors_version():
+            recorded = catalog.model()  # None until a new index stores its first image
+            vectors = (
+                VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
+            )
+        indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), spec.id, events, self.workers)
+        try:
+            return indexer.run(roots), indexer.vectors
+        finally:
+            if indexer.vectors is not None and indexer.vectors.version == catalog.vectors_version():
+                indexer.vectors.save(self.home)
 
     def _write_lock(self) -> FileLock:
         try:
@@ -187,7 +273,14 @@ class Library:
                     if own_id is not None:
                         exclude.add(own_id)
             query = combine(np.stack(parts), [t.weight for t in terms])
-            return nearest(catalog, vectors, query, top, filters, exclude, min_score, sort)
+            filters = filters or Filters()
+            allowed = allowed_ids(catalog, filters)
+            if filters.labels:
+                labelled = self._label_ids(
+                    catalog, vectors, spec, filters.labels, filters.label_set, filters.under
+                )
+                allowed = labelled if allowed is None else np.intersect1d(allowed, labelled)
+            return nearest(catalog, vectors, query, top, allowed, exclude, min_score, sort)
 
     def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
         """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
@@ -275,15 +368,31 @@ class Library:
     ) -> np.ndarray:
         """Sorted ids of the images whose best zero-shot label is one of `wanted`, compared against `labels`
         plus the wanted ones (one label alone would always win): the allowed set of a query filtered by
-        label, in the form FAISS takes."""
+        label, in the form FAISS takes. The temperature matters only with `min_prob` (it never changes which
+        label is most probable)."""
         wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-        label_set = with_wanted(wanted, labels)
-        check_arguments(label_set, temperature, min_prob)
         with self._reader() as (catalog, vectors, spec):
-            encoder = self.encoder(spec)
-            zero_shot = ZeroShot.prepare(label_set, encoder.embed_texts, encoder.logit_scale, temperature)
-            batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
-            return zero_shot.ids_with(batches, wanted, min_prob)
+            return self._label_ids(catalog, vectors, spec, wanted, labels, under, temperature, min_prob)
+
+    def _label_ids(
+        self,
+        catalog: Catalog,
+        vectors: VectorIndex,
+        spec: ModelSpec,
+        wanted: Sequence[str],
+        labels: Sequence[str],
+        under: str | os.PathLike[str] | None,
+        temperature: float | None = None,
+        min_prob: float = 0.0,
+    ) -> np.ndarray:
+        label_set = with_wanted(wanted, labels)
+        if len(label_set) < 2:
+            raise UsageError("a label filter needs other labels to compare with, e.g. --labels dog car")
+        check_arguments(label_set, temperature, min_prob)
+        encoder = self.encoder(spec)
+        zero_shot = ZeroShot.prepare(label_set, encoder.embed_texts, encoder.logit_scale, temperature)
+        batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
+        return zero_shot.ids_with(batches, wanted, min_prob)
 
     # -- duplicates -----------------------------------------------------------------------------------------
     def duplicates(

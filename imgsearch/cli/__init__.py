@@ -39,15 +39,16 @@ def main() -> None:
       imgsearch classify ~/Photos --labels cat dog car   label every picture (zero-shot)
       imgsearch duplicates ~/Photos            groups of copies, exact and near
       imgsearch status                         what is indexed, and where
+      imgsearch watch ~/Photos                 keep the index live as photos arrive, move, disappear
 
     The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere.
     """
 
 
 def _register() -> None:
-    from . import classify, duplicates, index, models, query, status
+    from . import classify, duplicates, index, models, query, status, watch
 
-    for module in (index, query, status, models, classify, duplicates):
+    for module in (index, query, status, models, classify, duplicates, watch):
         for command in module.COMMANDS:
             main.add_command(command)
 
