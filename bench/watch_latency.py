@@ -67,9 +67,8 @@ def main() -> None:
         finally:
             watcher.send_signal(signal.SIGTERM)
             watcher.wait(timeout=60)
-        print(
-            f"model {args.model} (random weights), {args.count} JPEGs {width}x{height}, {os.cpu_count()} cores"
-        )
+        cores = os.cpu_count()
+        print(f"model {args.model} (random weights), {args.count} JPEGs {width}x{height}, {cores} cores")
         print(
             f"all {args.count} in the index {latency:.1f} s after the copy ended; a query returns all of them"
         )
