@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from imgsearch import Library
-from tests.conftest import SAMPLE_COUNT
+from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
 
 
 def test_text_query_prints_score_and_path_best_first(cli, indexed):
@@ -189,3 +190,23 @@ def test_query_label_filter_parses_and_keeps_only_that_label(cli, indexed):
     assert {json.loads(line)["path"] for line in result.output.splitlines()} == expected
     assert 0 < len(expected) < SAMPLE_COUNT
     assert cli("query", "x", "--labels", "dog", "car").exit_code == 2  # --labels without --label
+
+
+def test_odd_file_names_print_on_one_line_and_pipe_exactly(cli, tmp_path):
+    folder = tmp_path / "odd-names"
+    folder.mkdir()
+    names = [b"line\nbreak.jpg", b"bad-\xff.jpg", "caf\u00e9 \U0001f305.jpg".encode()]
+    for name, photo in zip(names, ("cat-chelsea.jpg", "coffee-cup.jpg", "kite-in-sky.jpg"), strict=True):
+        shutil.copy(SAMPLE_PHOTOS / photo, os.path.join(os.fsencode(folder), name))
+    assert cli("index", folder).exit_code == 0
+    table = cli("query", "a cat").output.splitlines()
+    assert len(table) == 3
+    assert {line.split(maxsplit=3)[3].rsplit("/", 1)[1] for line in table} == {
+        "line\\nbreak.jpg",
+        "bad-\\xff.jpg",
+        "caf\u00e9 \U0001f305.jpg",
+    }
+    raw = cli("query", "a cat", "-0").stdout_bytes
+    assert sorted(raw.split(b"\0")[:-1]) == sorted(os.path.join(os.fsencode(folder), n) for n in names)
+    rows = [json.loads(line) for line in cli("query", "a cat", "--json").output.splitlines()]
+    assert str(folder / "line\nbreak.jpg") in {r["path"] for r in rows}

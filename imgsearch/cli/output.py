@@ -11,11 +11,14 @@ from typing import Any
 
 import click
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 9: "\\t", 13: "\\r"}
+
 
 def display_path(path: bytes | str) -> str:
-    """A path for people to read: bytes that are not UTF-8 shown as \\x escapes instead of crashing."""
+    """A path for people to read, one line whatever its name: bytes that are not UTF-8 and control characters
+    (a newline in a file name) shown as backslash escapes. --paths, -0 and --json keep the exact name."""
     raw = path if isinstance(path, bytes) else os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
 def print_matches(
