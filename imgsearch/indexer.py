@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -29,6 +30,8 @@ from .store.catalog import Catalog, CatalogWriter, Content, KnownFile
 from .store.vectors import VectorIndex
 
 _HASH_THREADS = 4
+#: A file whose decoding takes longer than this is abandoned (its worker is ended) and reported as bad.
+DECODE_TIME_LIMIT_S = 60
 
 
 @dataclass
@@ -312,45 +315,73 @@ def _die_with_parent(parent: int) -> None:
             os._exit(0)
 
 
+def _guarded(
+    decode: Callable[[bytes, Preprocess], DecodedImage | str | None],
+    path: bytes,
+    prep: Preprocess,
+    limit: int,
+) -> DecodedImage | str | None:
+    """Run one decode in a worker under an alarm whose default action ends the worker, so a decoder stuck
+    in C code cannot stall the run (the pool notices the dead worker; see _decode_all)."""
+    alarm = getattr(signal, "alarm", None)  # POSIX only
+    if alarm is not None and limit > 0:
+        alarm(limit)
+    try:
+        return decode(path, prep)
+    finally:
+        if alarm is not None and limit > 0:
+            alarm(0)
+
+
 def _decode_all(
-    jobs: Iterable[_Job], prep: Preprocess, workers: int
+    jobs: Iterable[_Job],
+    prep: Preprocess,
+    workers: int,
+    decode: Callable[[bytes, Preprocess], DecodedImage | str | None] = _decode_job,
+    limit: int = DECODE_TIME_LIMIT_S,
 ) -> Iterator[tuple[_Job, DecodedImage | str | None]]:
     """Decode in worker processes, a bounded window ahead of the consumer, in completion order.
 
-    A worker that dies (a decoder crash) breaks the pool: the pool is replaced and the files in flight are
-    tried once more; a file in flight at a second break is reported for this run only (not recorded), so a
-    later run retries it.
+    A worker that dies (a decoder crash, or the time limit's alarm) breaks the pool. The pool is replaced
+    and the files that were in flight are retried one at a time, alone in the pool, so that a second death
+    names the culprit exactly: it is reported as a bad file and the innocent ones are decoded as usual.
     """
     queue = list(jobs)[::-1]
+    suspects: list[_Job] = []
     window = workers * 4 + 32
-    tries: dict[int, int] = defaultdict(int)
     context = multiprocessing.get_context("spawn")
     pool = _pool(workers, context)
     pending: dict[Future, _Job] = {}
+    alone: _Job | None = None
     try:
-        while queue or pending:
-            while queue and len(pending) < window:
-                job = queue.pop()
-                pending[pool.submit(_decode_job, job.path, prep)] = job
+        while queue or suspects or pending:
+            if suspects:
+                if not pending:
+                    alone = suspects.pop()
+                    pending[pool.submit(_guarded, decode, alone.path, prep, limit)] = alone
+            else:
+                alone = None
+                while queue and len(pending) < window:
+                    job = queue.pop()
+                    pending[pool.submit(_guarded, decode, job.path, prep, limit)] = job
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            results: list[tuple[_Job, DecodedImage | str | None]] = []
             broken = False
             for future in done:
                 job = pending.pop(future)
                 try:
-                    yield job, future.result()
+                    results.append((job, future.result()))
                 except BrokenProcessPool:
                     broken = True
-                    tries[id(job)] += 1
-                    if tries[id(job)] >= 2:
-                        yield job, None
+                    if job is alone:
+                        results.append((job, f"the decoder crashed or ran over {limit} s on this file"))
                     else:
-                        queue.append(job)
+                        suspects.append(job)
             if broken:
-                for job in pending.values():
-                    tries[id(job)] += 1
-                    queue.append(job)
+                suspects.extend(pending.values())
                 pending.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = _pool(workers, context)
+            yield from results
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -293,3 +293,28 @@ def test_a_folder_that_cannot_be_listed_keeps_its_images(cli, photos, isolated_h
     assert f"cannot read {sub}" in result.output and "Permission denied" in result.output
     assert summary(result.output)["removed"] == 0
     assert str(sub / "cat.jpg") in indexed_paths(isolated_home)
+
+
+def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path):
+    """Worker deaths are survived: the culprits are named by retrying suspects alone; the rest decode."""
+    import time
+
+    from imgsearch.decode import DecodedImage, Preprocess
+    from imgsearch.indexer import _decode_all, _Job
+    from imgsearch.scan import FileStat
+    from tests.misbehaving_decoder import decode_or_misbehave
+
+    names = [f"good{i}.jpg" for i in range(6)] + ["crash.jpg", "hang.jpg"]
+    jobs = []
+    for i, name in enumerate(names):
+        path = tmp_path / name
+        shutil.copy(sorted(SAMPLE_PHOTOS.glob("*.jpg"))[i], path)
+        jobs.append(_Job(bytes([i]), ((FileStat(os.fsencode(path), 0, 0), None),)))
+    started = time.monotonic()
+    results = dict(_decode_all(jobs, Preprocess(32, 32), 2, decode=decode_or_misbehave, limit=2))
+    assert time.monotonic() - started < 60
+    by_name = {os.path.basename(job.path).decode(): result for job, result in results.items()}
+    assert set(by_name) == set(names)
+    assert all(isinstance(by_name[n], DecodedImage) for n in names if n.startswith("good"))
+    for bad in ("crash.jpg", "hang.jpg"):
+        assert by_name[bad] == "the decoder crashed or ran over 2 s on this file"
