@@ -29,6 +29,7 @@ from .events import IndexEvents
 from .indexer import Indexer, IndexReport
 from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
 from .query import Filters, Term, combine
+from .scan import absolute
 from .search import Match, allowed_ids, nearest
 from .store.catalog import Catalog
 from .store.vectors import VectorIndex, vectors_file
@@ -174,7 +175,7 @@ class Library:
         self, folders: Sequence[str | os.PathLike[str]], command: str
     ) -> Iterator[tuple[Catalog, ModelSpec, list[bytes]]]:
         """The write lock, the open catalog, its model, and the roots to index (given, else all known)."""
-        roots = [os.fsencode(os.path.abspath(os.path.expanduser(f))) for f in folders]
+        roots = [absolute(f) for f in folders]
         for root in roots:
             if not os.path.isdir(root):
                 raise UsageError(f"not a folder: {os.fsdecode(root)}")
@@ -284,7 +285,7 @@ class Library:
 
     def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
         """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
-        path = os.fsencode(os.path.abspath(os.path.expanduser(image)))
+        path = absolute(image)
         if not os.path.isfile(path):
             raise UsageError(f"no such image file: {os.fsdecode(path)}")
         stored = catalog.row_by_path(path)
@@ -473,7 +474,7 @@ def _in_folder(under: str | os.PathLike[str] | None) -> Filters | None:
 
 
 def _folder_bytes(under: str | os.PathLike[str] | None) -> bytes | None:
-    return os.fsencode(os.path.abspath(os.path.expanduser(under))) if under is not None else None
+    return absolute(under) if under is not None else None
 
 
 def _check_top(top: int) -> None:

@@ -83,6 +83,11 @@ def walk(root: bytes, on_error: Callable[[bytes, OSError], None] | None = None) 
         stack.extend(sorted(subfolders, reverse=True))
 
 
+def absolute(path: str | os.PathLike[str] | bytes) -> bytes:
+    """A path as the catalog stores it: absolute, ~ expanded, bytes."""
+    return os.fsencode(os.path.abspath(os.path.expanduser(path)))
+
+
 def under(path: bytes, folder: bytes) -> bool:
     """Whether `path` lies inside `folder` (both absolute)."""
     prefix = folder.rstrip(b"/") + b"/"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .query import Filters
+from .scan import absolute
 from .store.catalog import Catalog, ImageRow
 from .store.vectors import VectorIndex
 
@@ -54,7 +55,7 @@ def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray | None:
     """The ids a filtered query may return (None: no filter). FAISS then searches only these, exactly."""
     if not filters.active:
         return None
-    under = os.fsencode(os.path.abspath(os.path.expanduser(filters.under))) if filters.under else None
+    under = absolute(filters.under) if filters.under else None
     rows = catalog.ids_where(
         under, filters.after, filters.before, filters.min_width, filters.min_height, filters.formats
     )

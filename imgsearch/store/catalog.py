@@ -256,11 +256,6 @@ class Catalog:
             r = conn.execute(select(*_ROW_COLUMNS, images.c.vector).where(images.c.path == path)).first()
         return (ImageRow(*r[:-1]), r[-1]) if r else None
 
-    def ids_under(self, folder: bytes) -> np.ndarray:
-        with self._read() as conn:
-            rows = conn.execute(select(images.c.id).where(_under(images.c.path, folder))).all()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
     def paths_and_hashes(self, folder: bytes | None = None) -> dict[int, tuple[bytes, bytes]]:
         """id -> (path, content hash) of every image (under `folder`): what finding duplicates needs
         besides the vectors, without reading the vectors."""
