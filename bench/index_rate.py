@@ -1,21 +1,24 @@
 """Indexing throughput against the pipeline limit, in one run, with a real architecture and random weights.
 
-    python bench/index_rate.py [--model ViT-B-32] [--count 96] [--size 1024x768]
+    python bench/index_rate.py [--model ViT-B-32] [--count 96] [--size 1024x768] [--mixed] [--json]
 
 Builds the architecture with random weights into a local-dir folder (speed does not depend on the weights),
-generates photo-like JPEGs, then measures on this machine:
+generates photo-like JPEGs (`--mixed`: a tenth become PNG, a tenth WebP, a twentieth HEIC, plus three
+broken files), then measures on this machine:
   - decode: core-seconds per image of the project's own decode path (one process);
   - encode: seconds per image of batched inference (all threads), i.e. the encoder-only rate;
   - the pipeline limit: cores / (decode core-s + encode core-s), where encode core-s = encode s x cores;
-  - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included).
+  - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included);
+  - memory: peak RSS of a separate `imgsearch index` process with its decode workers, summed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,33 +26,108 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TreeMemory, imgsearch_command, make_model, make_photos
 
-def make_model(name: str, folder: Path) -> str:
-    import open_clip
-    from safetensors.torch import save_file
+BROKEN = 3
 
-    logging.disable(logging.WARNING)  # "initialized randomly" is the point here
-    model = open_clip.create_model(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "open_clip_model.safetensors"))
-    config = {
-        "model_cfg": open_clip.get_model_config(name),
-        "preprocess_cfg": dict(model.visual.preprocess_cfg),
+
+def mix_formats(folder: Path) -> None:
+    """Re-save some of the JPEGs as PNG, WebP and HEIC, and add broken files, as a real folder has."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    files = sorted(folder.glob("*.jpg"))
+    for i, path in enumerate(files):
+        kind = {3: ".png", 6: ".webp", 9: ".heic", 13: ".png", 16: ".webp"}.get(i % 20)
+        if kind is None:
+            continue
+        with Image.open(path) as image:
+            image.save(path.with_suffix(kind), quality=90)
+        path.unlink()
+    (folder / "broken-truncated.jpg").write_bytes(files[0].read_bytes()[:2000])
+    (folder / "broken-random.jpg").write_bytes(random.Random(0).randbytes(5000))
+    (folder / "broken-empty.png").write_bytes(b"")
+
+
+def measure(model: str, count: int, width: int, height: int, mixed: bool, work: Path) -> dict[str, object]:
+    from imgsearch import Library
+    from imgsearch.decode import decode_file
+    from imgsearch.encoder import Encoder
+    from imgsearch.events import IndexEvents
+    from imgsearch.models import parse_model_spec
+
+    cores = os.cpu_count() or 1
+    spec = make_model(model, work / "model")
+    photos = work / "photos"
+    make_photos(photos, count, width, height)
+    if mixed:
+        mix_formats(photos)
+    files = sorted(p for p in photos.iterdir() if not p.name.startswith("broken"))
+    formats: dict[str, int] = {}
+    for path in files:
+        formats[path.suffix] = formats.get(path.suffix, 0) + 1
+
+    encoder = Encoder.load(parse_model_spec(spec), device="cpu")
+    sample = files[:: max(1, len(files) // 32)][:32]
+    started = time.perf_counter()
+    decoded = [decode_file(str(f), encoder.preprocess) for f in sample]
+    decode_s = (time.perf_counter() - started) / len(sample)
+    batch = np.stack([d.pixels for d in (decoded * 8)[: encoder.runtime.batch_size]])
+    encoder.embed_pixels(batch)  # warm-up
+    started, done = time.perf_counter(), 0
+    while time.perf_counter() - started < 8:
+        encoder.embed_pixels(batch)
+        done += len(batch)
+    encode_s = (time.perf_counter() - started) / done
+    limit = cores / (decode_s + encode_s * cores)
+    precision = encoder.runtime.precision
+    del encoder
+
+    class Clock(IndexEvents):
+        def phase(self, name: str, total: int) -> None:
+            self.start = time.perf_counter()
+
+        def advance(self, n: int = 1) -> None:
+            self.end = time.perf_counter()
+
+    clock = Clock()
+    report = Library(work / "home", model=spec, device="cpu").index([photos], events=clock)
+    if report.encoded != len(files) or (mixed and report.failed != BROKEN):
+        raise RuntimeError(f"unexpected index result: {report.summary()}")
+    rate = report.encoded / (clock.end - clock.start)
+
+    env = {**os.environ, "IMGSEARCH_HOME": str(work / "home-cli"), "IMGSEARCH_MODEL": spec}
+    import subprocess
+
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*imgsearch_command(), "index", "--quiet", "--device", "cpu", str(photos)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with TreeMemory(process.pid) as memory:
+        process.wait()
+    cli_wall = time.perf_counter() - started
+    return {
+        "model": model,
+        "precision": precision,
+        "cores": cores,
+        "images": len(files),
+        "broken": BROKEN if mixed else 0,
+        "formats": formats,
+        "size": f"{width}x{height}",
+        "decode_ms": decode_s * 1000,
+        "encoder_img_s": 1 / encode_s,
+        "limit_img_s": limit,
+        "index_img_s": rate,
+        "ratio": rate / limit,
+        "summary": report.summary(),
+        "cli_wall_s": cli_wall,
+        "cli_exit": process.returncode,
+        "peak_rss_mb": memory.peak_mb,
     }
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    return f"local-dir:{folder}"
-
-
-def make_photos(folder: Path, count: int, width: int, height: int) -> None:
-    """Smooth colour fields plus sensor-like noise: JPEG sizes and decode costs like real photos."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        base = rng.random((height // 64 + 1, width // 64 + 1, 3)) * 255
-        smooth = np.asarray(Image.fromarray(base.astype(np.uint8)).resize((width, height), Image.BICUBIC))
-        noisy = smooth.astype(np.int16) + rng.integers(-12, 12, (height, width, 3))
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"img{i:04d}.jpg", quality=90)
 
 
 def main() -> None:
@@ -59,55 +137,25 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--count", type=int, default=96)
     parser.add_argument("--size", default="1024x768")
+    parser.add_argument("--mixed", action="store_true", help="some PNG, WebP, HEIC and broken files")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
-
-    from imgsearch import Library
-    from imgsearch.decode import decode_file
-    from imgsearch.encoder import Encoder
-    from imgsearch.events import IndexEvents
-    from imgsearch.models import parse_model_spec
-
-    cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        spec = make_model(args.model, work / "model")
-        make_photos(work / "photos", args.count, width, height)
-        files = sorted((work / "photos").iterdir())
-
-        encoder = Encoder.load(parse_model_spec(spec), device="cpu")
-        sample = files[:32]
-        started = time.perf_counter()
-        decoded = [decode_file(str(f), encoder.preprocess) for f in sample]
-        decode_s = (time.perf_counter() - started) / len(sample)
-        batch = np.stack([d.pixels for d in decoded[: encoder.runtime.batch_size]])
-        encoder.embed_pixels(batch)  # warm-up
-        started, done = time.perf_counter(), 0
-        while time.perf_counter() - started < 8:
-            encoder.embed_pixels(batch)
-            done += len(batch)
-        encode_s = (time.perf_counter() - started) / done
-        limit = cores / (decode_s + encode_s * cores)
-
-        class Clock(IndexEvents):
-            def phase(self, name: str, total: int) -> None:
-                self.start = time.perf_counter()
-
-            def advance(self, n: int = 1) -> None:
-                self.end = time.perf_counter()
-
-        clock = Clock()
-        report = Library(work / "home", model=spec, device="cpu").index([work / "photos"], events=clock)
-        rate = report.encoded / (clock.end - clock.start)
-
+        r = measure(args.model, args.count, width, height, args.mixed, Path(tmp))
+    if args.json:
+        print(json.dumps(r))
+        return
     print(
-        f"model {args.model} (random weights), {args.count} JPEGs {width}x{height}, {cores} cores, "
-        f"{encoder.runtime.precision}"
+        f"model {r['model']} (random weights), {r['images']} images {r['size']} {r['formats']}, "
+        f"{r['broken']} broken, {r['cores']} cores, {r['precision']}"
     )
-    print(f"decode + preprocess     {decode_s * 1000:7.1f} ms per image (one core)")
-    print(f"encoder only            {1 / encode_s:7.1f} img/s")
-    print(f"pipeline limit          {limit:7.1f} img/s")
-    print(f"index, encoding phase   {rate:7.1f} img/s  ({rate / limit:.2f} x the limit; {report.summary()})")
+    print(f"decode + preprocess     {r['decode_ms']:7.1f} ms per image (one core)")
+    print(f"encoder only            {r['encoder_img_s']:7.1f} img/s")
+    print(f"pipeline limit          {r['limit_img_s']:7.1f} img/s")
+    print(f"index, encoding phase   {r['index_img_s']:7.1f} img/s  ({r['ratio']:.2f} x the limit)")
+    print(f"                        {r['summary']}")
+    print(f"imgsearch index (CLI)   {r['cli_wall_s']:7.1f} s wall, peak RSS {r['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index_rate import make_model, make_photos
+from common import make_model, make_photos
 
 
 def main() -> None:

@@ -183,8 +183,8 @@ class Catalog:
                 select(
                     images.c.path, images.c.id, images.c.size, images.c.mtime_ns, images.c.content_hash
                 ).where(_under(images.c.path, folder))
-            )
-            return {r.path: KnownFile(r.id, r.size, r.mtime_ns, r.content_hash) for r in rows}
+            ).all()  # one fetch: row by row costs more than the stats of a re-scan
+            return {path: KnownFile(*rest) for path, *rest in rows}
 
     def failures_under(self, folder: bytes) -> dict[bytes, tuple[int, int]]:
         with self._read() as conn:

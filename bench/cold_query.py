@@ -1,0 +1,93 @@
+"""Cold queries: the wall time of `imgsearch query` as a new process, at several library sizes.
+
+    python bench/cold_query.py [--model ViT-B-32] [--sizes 10000,100000] [--runs 5] [--json]
+
+For each size, builds an index of that many images with clustered vectors through the catalog API (the
+architecture with random weights in a local-dir folder; one row is a real JPEG so that an indexed image can
+be the query), runs one query to warm the page cache (and to let imgsearch prepare what it keeps for later
+queries), then times RUNS new processes of each kind and reports the median wall time and peak RSS:
+  text       imgsearch query "a red apple on a table"
+  image      imgsearch query --image INDEXED.jpg     (stored vector: no model)
+  new image  imgsearch query --image OTHER.jpg       (an image that is not indexed: the image tower runs)
+and `imgsearch --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import imgsearch_command, make_model, make_photos, run_timed, synthetic_library
+
+QUERIES = {
+    "text": ["query", "a red apple on a table"],
+    "image": ["query", "--image", "{indexed}"],
+    "new image": ["query", "--image", "{other}"],
+}
+
+
+def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
+    run_timed(command, env)  # warm
+    measured = [run_timed(command, env) for _ in range(runs)]
+    return {
+        "wall_s": statistics.median(m[0] for m in measured),
+        "peak_rss_mb": max(m[1] for m in measured),
+    }
+
+
+def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, object]:
+    from imgsearch.models import parse_model_spec
+
+    spec = make_model(model, work / "model")
+    model_id = parse_model_spec(spec).id
+    config = json.loads((Path(spec.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
+    dim = config["model_cfg"]["embed_dim"]
+    make_photos(work / "real", 2, 1024, 768)
+    indexed, other = sorted((work / "real").iterdir())
+    results: dict[str, object] = {"model": model, "sizes": {}}
+    base_env = {k: v for k, v in os.environ.items() if k not in ("IMGSEARCH_MODEL",)}
+    results["help"] = timed_runs([*imgsearch_command(), "--help"], base_env, runs)
+    for size in sizes:
+        home = work / f"home-{size}"
+        synthetic_library(home, model_id, dim, work / "photos", size, real_files=[indexed])
+        env = {**base_env, "IMGSEARCH_HOME": str(home)}
+        by_kind = {}
+        for kind, args in QUERIES.items():
+            command = [*imgsearch_command(), *(a.format(indexed=indexed, other=other) for a in args)]
+            by_kind[kind] = timed_runs(command, env, runs)
+        by_kind["disk_bytes_per_image"] = sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / size
+        results["sizes"][str(size)] = by_kind  # type: ignore[index]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = measure(args.model, sizes, args.runs, Path(tmp))
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"imgsearch --help: {r['help']['wall_s']:.2f} s")
+    for size, kinds in r["sizes"].items():
+        for kind in QUERIES:
+            m = kinds[kind]
+            print(f"{int(size):>9,}  {kind:<10} {m['wall_s']:6.2f} s  peak RSS {m['peak_rss_mb']:5d} MB")
+        print(f"{int(size):>9,}  disk {kinds['disk_bytes_per_image']:.0f} bytes per image")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""What the benchmarks share: random-weight models, photo-like images, clustered vectors, synthetic libraries.
+
+Speed does not depend on the weights, so every benchmark builds a real open_clip architecture with random
+weights into a local-dir folder and loads it through the project's own loading code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_model(name: str, folder: Path) -> str:
+    """Save architecture `name` with random weights in open_clip's local-dir layout; return its spec."""
+    if name.startswith("local-dir:"):
+        return name
+    import open_clip
+    from safetensors.torch import save_file
+
+    logging.disable(logging.WARNING)  # "initialized randomly" is the point here
+    model = open_clip.create_model(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    config = {
+        "model_cfg": open_clip.get_model_config(name),
+        "preprocess_cfg": dict(model.visual.preprocess_cfg),
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    logging.disable(logging.NOTSET)
+    return f"local-dir:{folder}"
+
+
+def make_photos(folder: Path, count: int, width: int, height: int, start: int = 0) -> None:
+    """Smooth colour fields plus sensor-like noise: JPEG sizes and decode costs like real photos."""
+    rng = np.random.default_rng(start)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + count):
+        base = rng.random((height // 64 + 1, width // 64 + 1, 3)) * 255
+        smooth = np.asarray(Image.fromarray(base.astype(np.uint8)).resize((width, height), Image.BICUBIC))
+        noisy = smooth.astype(np.int16) + rng.integers(-12, 12, (height, width, 3))
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"img{i:05d}.jpg", quality=90)
+
+
+def clustered(count: int, dim: int, rng: np.random.Generator, clusters: int = 200) -> np.ndarray:
+    """Unit vectors around `clusters` random centres (Gaussian spread 0.35 per axis before normalising):
+    neighbourhoods like real embeddings have, unlike uniform random vectors, on which every approximate
+    index looks worse than it is on photos."""
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, clusters, count)]
+    vectors += 0.35 * rng.normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def synthetic_path(root: Path, number: int) -> Path:
+    """Where synthetic image `number` lives: folders of 1,000, like a camera's."""
+    return root / f"{number // 1000:04d}" / f"img{number:07d}.jpg"
+
+
+def synthetic_library(
+    home: Path,
+    model_id: str,
+    dim: int,
+    root: Path,
+    count: int,
+    real_files: Sequence[Path] = (),
+    on_disk: bool = False,
+) -> None:
+    """An index of `count` images with clustered vectors, written through the catalog API (no encoding).
+
+    The first len(real_files) rows are those real files (their true hash, size and mtime); the rest are
+    `synthetic_path`s under `root`, which need not exist (`on_disk`: they do, and their stat is recorded).
+    Rows go in 20,000 per transaction, then the FAISS file is built.
+    """
+    from imgsearch.decode import hash_file
+    from imgsearch.store.catalog import Catalog, Content
+
+    rng = np.random.default_rng(1)
+    catalog = Catalog.open(home / "index.db", create=True)
+    try:
+        with catalog.write() as w:
+            w.set_model(model_id, dim)
+            w.add_root(os.fsencode(root))
+        done = 0
+        while done < count:
+            n = min(20_000, count - done)
+            vectors = clustered(n, dim, rng)
+            with catalog.write() as w:
+                for i in range(n):
+                    number = done + i
+                    if number < len(real_files):
+                        path = os.fsencode(real_files[number])
+                        digest, size, mtime_ns = hash_file(path)
+                    else:
+                        path = os.fsencode(synthetic_path(root, number))
+                        digest = hashlib.blake2b(path, digest_size=16).digest()
+                        if on_disk:
+                            st = os.stat(path)
+                            size, mtime_ns = st.st_size, st.st_mtime_ns
+                        else:
+                            size, mtime_ns = 1_000_000 + number, 1_600_000_000_000_000_000 + number
+                    when = 1_500_000_000.0 + number * 60
+                    content = Content(1024, 768, "JPEG", when, vectors[i].tobytes())
+                    w.add_image(path, size, mtime_ns, digest, content)
+            done += n
+    finally:
+        catalog.close()
+    from imgsearch.store.vectors import VectorIndex
+
+    catalog = Catalog.open(home / "index.db")
+    try:
+        VectorIndex.load_or_rebuild(catalog, home, dim)
+    finally:
+        catalog.close()
+
+
+def run_timed(command: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Run a command to completion: wall seconds, peak RSS in MB (its own, from wait4), and its stdout."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout = process.stdout.read() if process.stdout else b""
+    stderr = process.stderr.read() if process.stderr else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {stderr.decode()[-2000:]}")
+    return seconds, usage.ru_maxrss // 1024, stdout.decode(errors="replace")
+
+
+class TreeMemory:
+    """Peak resident memory of a process and all its descendants together (decode workers included),
+    sampled every 50 ms from /proc while the `with` block runs."""
+
+    def __init__(self, pid: int | None = None):
+        self.pid = pid or os.getpid()
+        self.peak_mb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_mb = max(self.peak_mb, sum(_rss_kb(pid) for pid in _tree(self.pid)) // 1024)
+
+
+def _tree(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                stack.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def machine() -> str:
+    """One line that names the machine, for every table's caption."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        bf16 = "bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "no bf16"
+    except OSError:
+        isa = bf16 = "?"
+    import faiss
+    import torch
+
+    return (
+        f"{os.cpu_count()}-core {cpu} ({isa}, {bf16}), Python {platform.python_version()}, "
+        f"torch {torch.__version__.split('+')[0]}, faiss {faiss.__version__}"
+    )
+
+
+def imgsearch_command() -> list[str]:
+    """The CLI as a new process, as a user runs it (the venv's console script when there is one)."""
+    script = Path(sys.executable).with_name("imgsearch")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "imgsearch"]

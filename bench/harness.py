@@ -1,0 +1,183 @@
+"""Every speed and memory target of imgsearch, measured in one run, written into BENCHMARKS.md.
+
+    python bench/harness.py            # the full run (about an hour on a 2-core machine)
+    python bench/harness.py --smoke --model local-dir:FOLDER --out FILE   # tiny sizes: a correctness check
+
+Runs each benchmark script in `bench/` as its own process (so one's memory and threads do not disturb the
+next), collects their JSON, and rewrites the part of BENCHMARKS.md between the harness markers: per table
+the command, date, machine, model and numerics, with each target beside its figure and "met" / "not met".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- harness:start -->", "<!-- harness:end -->"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    index_corpora: tuple[tuple[int, str], ...]  # (count, WxH)
+    rescan_files: int
+    query_sizes: str
+    query_runs: int
+    search_sizes: str
+    serve_sizes: str
+
+
+FULL = Settings(
+    "ViT-B-32",
+    ((96, "1024x768"), (48, "4000x3000")),
+    100_000,
+    "10000,100000,1000000",
+    5,
+    "10000,100000,1000000",
+    "10000,100000",
+)
+SMOKE = Settings("", ((12, "320x240"),), 300, "300", 1, "2000", "300")
+
+
+def run_script(name: str, *args: str) -> dict:
+    """One benchmark script as a new process; its JSON result."""
+    command = [sys.executable, str(HERE / name), *args, "--json"]
+    print("running", " ".join(command[1:]), file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
+    return "met" if (value <= target if lower_is_better else value >= target) else "**not met**"
+
+
+def index_section(s: Settings) -> list[str]:
+    lines = [
+        "### Indexing throughput vs the pipeline limit",
+        "",
+        "| corpus | decode + preprocess, one core | encoder only | pipeline limit | `index`, encoding phase "
+        "| ratio (target ≥ 0.85) | peak RSS, `index` + workers (target ≤ 1.5 GB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for count, size in s.index_corpora:
+        r = run_script("index_rate.py", "--model", s.model, "--count", str(count), "--size", size, "--mixed")
+        formats = ", ".join(f"{n} {ext[1:].upper()}" for ext, n in sorted(r["formats"].items()))
+        lines.append(
+            f"| {r['images']} images {size} ({formats}) + {r['broken']} broken | {r['decode_ms']:.1f} ms/img "
+            f"| {r['encoder_img_s']:.1f} img/s | {r['limit_img_s']:.1f} img/s | {r['index_img_s']:.1f} img/s "
+            f"| {r['ratio']:.2f}, {verdict(r['ratio'], 0.85, False)} "
+            f"| {r['peak_rss_mb']} MB, {verdict(r['peak_rss_mb'], 1536)} |"
+        )
+    lines += [
+        "",
+        f"Numerics: {r['precision']} (what `--precision auto` picks on this CPU). The pipeline limit is "
+        "cores / (decode core-seconds + encode core-seconds) per image, each measured alone in the same run "
+        "with the "
+        "project's own decode path; the encoding phase excludes importing torch and loading the model. Peak "
+        "RSS is the sum over the `imgsearch index` process and its decode workers, sampled every 50 ms.",
+    ]
+    return lines
+
+
+def rescan_section(s: Settings) -> list[str]:
+    r = run_script("rescan.py", "--count", str(s.rescan_files))
+    return [
+        "### Re-scan of an unchanged library",
+        "",
+        "| files | `imgsearch index`, new process | files/s | target |",
+        "| --- | --- | --- | --- |",
+        f"| {r['files']:,} | {r['seconds']:.2f} s | {r['files_per_s']:,.0f} | ≤ 5 s for 100,000"
+        + (f": {verdict(r['seconds'], 5.0)} |" if r["files"] == 100_000 else " (not this size) |"),
+    ]
+
+
+def query_section(s: Settings) -> list[str]:
+    r = run_script("cold_query.py", "--model", s.model, "--sizes", s.query_sizes, "--runs", str(s.query_runs))
+    help_s = r["help"]["wall_s"]
+    lines = [
+        "### Cold queries: `imgsearch query` as a new process",
+        "",
+        f"`imgsearch --help`: {help_s:.2f} s (target ≤ 0.2 s: {verdict(help_s, 0.2)}).",
+        "",
+        "| images | text query | image query (indexed) | image query (new file) | RSS, text query "
+        "| index on disk per image |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, k in r["sizes"].items():
+        n = int(size)
+        text_s, text_target = k["text"]["wall_s"], 0.5 if n <= 100_000 else 1.0
+        lines.append(
+            f"| {n:,} | {text_s:.2f} s (≤ {text_target} s: {verdict(text_s, text_target)}) "
+            f"| {k['image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['image']['wall_s'], 0.7)}) "
+            f"| {k['new image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['new image']['wall_s'], 0.7)}) "
+            f"| {k['text']['peak_rss_mb']} MB"
+            + (f" (≤ 512 MB: {verdict(k['text']['peak_rss_mb'], 512)})" if n == 100_000 else "")
+            + f" | {k['disk_bytes_per_image']:,.0f} bytes |"
+        )
+    return lines
+
+
+SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
+    "index": index_section,
+    "rescan": rescan_section,
+    "query": query_section,
+}
+
+
+def render(s: Settings, only: list[str], command: str) -> str:
+    from common import machine
+
+    started = time.perf_counter()
+    body = [
+        START,
+        "## Targets of the speed issue, measured by the harness",
+        "",
+        f"`{command}`, {datetime.date.today().isoformat()}, {machine()}, model {s.model} with random weights "
+        "(speed does not depend on the weights).",
+        "",
+    ]
+    for name in only:
+        body += [*SECTIONS[name](s), ""]
+    body.append(f"_Harness run time: {(time.perf_counter() - started) / 60:.0f} min._")
+    body.append(END)
+    return "\n".join(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that every part runs")
+    parser.add_argument("--model", help="model architecture or local-dir:FOLDER (default ViT-B-32)")
+    parser.add_argument("--only", help=f"comma-separated sections out of {','.join(SECTIONS)}")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "BENCHMARKS.md", help="file to rewrite")
+    args = parser.parse_args()
+    settings = SMOKE if args.smoke else FULL
+    model = args.model or settings.model
+    if not model:
+        parser.error("--smoke needs --model (e.g. a small local-dir: model)")
+    settings = Settings(model, *list(settings.__dict__.values())[1:])
+    only = args.only.split(",") if args.only else list(SECTIONS)
+    sys.path.insert(0, str(HERE))
+    section = render(settings, only, "python bench/harness.py" + (" --smoke" if args.smoke else ""))
+    text = args.out.read_text() if args.out.exists() else ""
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text + ("\n" if text else "") + section + "\n"
+    args.out.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
