@@ -26,9 +26,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install  ## indexing throughput vs the pipeline limit (random weights); see BENCHMARKS.md
-	$(BIN)/python bench/index_rate.py
-	$(BIN)/python bench/index_rate.py --size 4000x3000 --count 48
+bench: install  ## every speed and memory target, measured in one run (random weights) into BENCHMARKS.md
+	$(BIN)/python bench/harness.py
 
 clean:
 	rm -rf $(VENV) .demo-home .pytest_cache .mypy_cache .ruff_cache

@@ -42,6 +42,7 @@ def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, 
 
 
 def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, object]:
+    from imgsearch import Library
     from imgsearch.models import parse_model_spec
 
     spec = make_model(model, work / "model")
@@ -56,6 +57,7 @@ def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, ob
     for size in sizes:
         home = work / f"home-{size}"
         synthetic_library(home, model_id, dim, work / "photos", size, real_files=[indexed])
+        Library(home).index()  # the writer's work after a run: the approximate index above its threshold
         env = {**base_env, "IMGSEARCH_HOME": str(home)}
         by_kind = {}
         for kind, args in QUERIES.items():

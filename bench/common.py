@@ -63,14 +63,27 @@ def _make_photo(job: tuple[Path, int, int, int]) -> None:
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"img{i:05d}.jpg", quality=90)
 
 
-def clustered(count: int, dim: int, rng: np.random.Generator, clusters: int = 200) -> np.ndarray:
-    """Unit vectors around `clusters` random centres (Gaussian spread 0.35 per axis before normalising):
-    neighbourhoods like real embeddings have, unlike uniform random vectors, on which every approximate
-    index looks worse than it is on photos."""
-    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
-    vectors = centres[rng.integers(0, clusters, count)]
-    vectors += 0.35 * rng.normal(size=(count, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def embeddings(count: int, rng: np.random.Generator, dim: int = 512) -> np.ndarray:
+    """`count` unit vectors: mean direction + power-law topics + scenes of ~20 shots + shot noise."""
+    topics_n = max(20, round(count**0.5))
+    scenes_n = max(topics_n, count // 20)
+    mean = _unit(rng.normal(size=dim))
+    topics = _unit(mean + _unit(rng.normal(size=(topics_n, dim))))
+    weights = 1.0 / np.arange(1, topics_n + 1) ** 0.8
+    topic_of = rng.choice(topics_n, scenes_n, p=weights / weights.sum())
+    spread = rng.uniform(0.5, 1.0, (scenes_n, 1)) * 0.9 / np.sqrt(dim)
+    scenes = _unit(topics[topic_of] + spread * rng.normal(size=(scenes_n, dim)))
+    out = np.empty((count, dim), np.float32)
+    for start in range(0, count, 100_000):
+        n = min(100_000, count - start)
+        scene = rng.integers(0, scenes_n, n)
+        noise = rng.uniform(0.5, 1.5, (n, 1)) * 0.45 / np.sqrt(dim) * rng.normal(size=(n, dim))
+        out[start : start + n] = _unit(scenes[scene] + noise.astype(np.float32))
+    return out
 
 
 def synthetic_path(root: Path, number: int) -> Path:
@@ -87,14 +100,16 @@ def synthetic_library(
     real_files: Sequence[Path] = (),
     on_disk: bool = False,
 ) -> None:
-    """An index of `count` images with clustered vectors, written through the catalog API (no encoding).
+    """An index of `count` images with `embeddings` vectors, written through the catalog (no encoding).
 
     The first len(real_files) rows are those real files (their true hash, size and mtime); the rest are
     `synthetic_path`s under `root`, which need not exist (`on_disk`: they do, and their stat is recorded).
-    Rows go in 20,000 per transaction, then the FAISS file is built.
+    Rows go in 20,000 per transaction, then the FAISS file is built (exact; `index` trains above the
+    approximate index's threshold).
     """
     from imgsearch.decode import hash_file
-    from imgsearch.store.catalog import Catalog, Content
+    from imgsearch.store.catalog import Catalog, Content, _content_values
+    from imgsearch.store.schema import images
 
     rng = np.random.default_rng(1)
     catalog = Catalog.open(home / "index.db", create=True)
@@ -102,28 +117,28 @@ def synthetic_library(
         with catalog.write() as w:
             w.set_model(model_id, dim)
             w.add_root(os.fsencode(root))
-        done = 0
-        while done < count:
-            n = min(20_000, count - done)
-            vectors = clustered(n, dim, rng)
-            with catalog.write() as w:
-                for i in range(n):
-                    number = done + i
-                    if number < len(real_files):
-                        path = os.fsencode(real_files[number])
-                        digest, size, mtime_ns = hash_file(path)
+        for start in range(0, count, 20_000):
+            n = min(20_000, count - start)
+            vectors = embeddings(n, rng, dim)
+            rows = []
+            for i in range(n):
+                number = start + i
+                if number < len(real_files):
+                    path = os.fsencode(real_files[number])
+                    digest, size, mtime_ns = hash_file(path)
+                else:
+                    path = os.fsencode(synthetic_path(root, number))
+                    digest = hashlib.blake2b(path, digest_size=16).digest()
+                    if on_disk:
+                        st = os.stat(path)
+                        size, mtime_ns = st.st_size, st.st_mtime_ns
                     else:
-                        path = os.fsencode(synthetic_path(root, number))
-                        digest = hashlib.blake2b(path, digest_size=16).digest()
-                        if on_disk:
-                            st = os.stat(path)
-                            size, mtime_ns = st.st_size, st.st_mtime_ns
-                        else:
-                            size, mtime_ns = 1_000_000 + number, 1_600_000_000_000_000_000 + number
-                    when = 1_500_000_000.0 + number * 60
-                    content = Content(1024, 768, "JPEG", when, vectors[i].tobytes())
-                    w.add_image(path, size, mtime_ns, digest, content)
-            done += n
+                        size, mtime_ns = 1_000_000 + number, 1_600_000_000_000_000_000 + number
+                content = Content(1024, 768, "JPEG", 1_500_000_000.0 + number * 60, vectors[i].tobytes())
+                rows.append({"path": path, **_content_values(size, mtime_ns, digest, content)})
+            with catalog.write() as w:  # one executemany: add_image row by row takes minutes at a million
+                w.conn.execute(images.insert(), rows)
+                w._bump_vectors_version()
     finally:
         catalog.close()
     from imgsearch.store.vectors import VectorIndex

@@ -32,7 +32,9 @@ class Settings:
     query_sizes: str
     query_runs: int
     search_sizes: str
+    search_curve: str  # library sizes at which to time exact search alone
     serve_sizes: str
+    queries: int  # per size, for search and serve latency
 
 
 FULL = Settings(
@@ -42,9 +44,11 @@ FULL = Settings(
     "10000,100000,1000000",
     5,
     "10000,100000,1000000",
+    "50000,100000,150000,200000,300000",
     "10000,100000",
+    200,
 )
-SMOKE = Settings("", ((12, "320x240"),), 300, "300", 1, "2000", "300")
+SMOKE = Settings("", ((12, "320x240"),), 300, "300", 1, "2000", "", "300", 20)
 
 
 def run_script(name: str, *args: str) -> dict:
@@ -54,7 +58,7 @@ def run_script(name: str, *args: str) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout[done.stdout.index("{") :])  # the JSON object, on one line or more
 
 
 def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
@@ -127,30 +131,102 @@ def query_section(s: Settings) -> list[str]:
     return lines
 
 
+def search_section(s: Settings) -> list[str]:
+    import tempfile
+
+    from search_scale import report
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            sys.executable,
+            str(HERE / "search_scale.py"),
+            "--sizes",
+            s.search_sizes,
+            "--curve",
+            s.search_curve,
+            "--queries",
+            str(s.queries),
+            "--json",
+            out.name,
+        ]
+        print("running", " ".join(command[1:]), file=sys.stderr, flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        data = json.loads(Path(out.name).read_text())
+    rows = data["rows"]
+    lines = ["### Search alone: latency and recall@10 against exact search", ""]
+    big = [r for r in rows if r["count"] >= 1_000_000]
+    for r in big:
+        for kind in ("image", "text"):
+            p50, recall = r[f"{kind}_p50"], r[f"{kind}_recall"]
+            lines.append(
+                f"- {r['count']:,} images, {kind}-like queries: p50 {p50:.2f} ms (target ≤ 10 ms: "
+                f"{verdict(p50, 10)}), recall@10 {recall:.3f} (target ≥ 0.98: {verdict(recall, 0.98, False)})"
+            )
+    lines += [
+        "",
+        "Synthetic vectors shaped like CLIP embeddings (`bench/common.py` `embeddings`: a shared mean "
+        "direction, power-law topics, scenes of ~20 shots, shot noise), inserted through the catalog; "
+        "text-like queries add the text-to-image gap (`bench/search_scale.py`).",
+        "",
+        report(rows, data["curve"]),
+    ]
+    return lines
+
+
+def serve_section(s: Settings) -> list[str]:
+    r = run_script(
+        "serve_latency.py", "--model", s.model, "--sizes", s.serve_sizes, "--queries", str(s.queries)
+    )
+    lines = [
+        "### Warm queries through the HTTP API (`imgsearch serve`)",
+        "",
+        "| images | HTTP p50 | HTTP p95 | in-process p50 | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for size in s.serve_sizes.split(","):
+        http, direct = r[size]["http"], r[size]["in_process"]
+        target = f"p50 ≤ 30 ms: {verdict(http['p50_ms'], 30)}" if size == "100000" else ""
+        lines.append(
+            f"| {int(size):,} | {http['p50_ms']:.1f} ms | {http['p95_ms']:.1f} ms | "
+            f"{direct['p50_ms']:.1f} ms | {target} |"
+        )
+    lines += ["", f"{r['queries']} text queries, each a new text (no cache), including text encoding."]
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "index": index_section,
     "rescan": rescan_section,
     "query": query_section,
+    "search": search_section,
+    "serve": serve_section,
 }
 
 
-def render(s: Settings, only: list[str], command: str) -> str:
+def render(s: Settings, name: str, command: str) -> str:
+    """One section between its own markers, so that `--only` rewrites just the sections it ran."""
     from common import machine
 
     started = time.perf_counter()
-    body = [
-        START,
-        "## Targets of the speed issue, measured by the harness",
-        "",
-        f"`{command}`, {datetime.date.today().isoformat()}, {machine()}, model {s.model} with random weights "
-        "(speed does not depend on the weights).",
-        "",
-    ]
-    for name in only:
-        body += [*SECTIONS[name](s), ""]
-    body.append(f"_Harness run time: {(time.perf_counter() - started) / 60:.0f} min._")
-    body.append(END)
-    return "\n".join(body)
+    lines = SECTIONS[name](s)
+    minutes = (time.perf_counter() - started) / 60
+    caption = (
+        f"`{command} --only {name}`, {datetime.date.today().isoformat()}, {machine()}, model {s.model} "
+        f"with random weights (speed does not depend on the weights); {minutes:.0f} min."
+    )
+    return "\n".join(
+        [f"<!-- harness:{name}:start -->", lines[0], "", caption, *lines[1:], f"<!-- harness:{name}:end -->"]
+    )
+
+
+def place(text: str, name: str, section: str) -> str:
+    """Replace the section's old text, or add it at the end of the harness block."""
+    start, end = f"<!-- harness:{name}:start -->", f"<!-- harness:{name}:end -->"
+    if start in text and end in text:
+        return text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    if START not in text:
+        text += f"\n{START}\n## Targets of the speed issue, measured by `python bench/harness.py`\n\n{END}\n"
+    return text.replace(END, section + "\n\n" + END)
 
 
 def main() -> None:
@@ -169,14 +245,12 @@ def main() -> None:
     settings = Settings(model, *list(settings.__dict__.values())[1:])
     only = args.only.split(",") if args.only else list(SECTIONS)
     sys.path.insert(0, str(HERE))
-    section = render(settings, only, "python bench/harness.py" + (" --smoke" if args.smoke else ""))
-    text = args.out.read_text() if args.out.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text + ("\n" if text else "") + section + "\n"
-    args.out.write_text(text)
-    print(section)
+    command = "python bench/harness.py" + (" --smoke" if args.smoke else "")
+    for name in only:
+        section = render(settings, name, command)
+        text = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(place(text, name, section))  # after each section: a long run keeps its results
+        print(section, flush=True)
 
 
 if __name__ == "__main__":

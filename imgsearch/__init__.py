@@ -13,8 +13,8 @@ __all__ = ["Filters", "ImgsearchError", "Library", "Match", "Status", "Term"]
 if TYPE_CHECKING:
     from .errors import ImgsearchError
     from .library import Library, Status
+    from .match import Match
     from .query import Filters, Term
-    from .search import Match
 
 
 def __getattr__(name: str) -> Any:
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(query, name)
     if name == "Match":
-        from .search import Match
+        from .match import Match
 
         return Match
     raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")

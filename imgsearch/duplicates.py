@@ -67,12 +67,13 @@ def find_duplicates(
 
     check_threshold(threshold)
     files = catalog.paths_and_hashes(under)
-    held = faiss.vector_to_array(vectors.index.id_map)  # type: ignore[attr-defined]
+    index = vectors.exact_index()  # every pair compared, also when queries use an approximate index
+    held = faiss.vector_to_array(index.id_map)
     # Only ids both stores know: a writer may have committed between reading one and the other.
     ids = np.intersect1d(held, np.fromiter(files, dtype=np.int64, count=len(files)))
     hashes = [files[i][1] for i in ids.tolist()]
     links = [_exact_links(hashes)]
-    links += _near_links(vectors.index, ids, threshold, restrict=len(ids) < len(held))
+    links += _near_links(index, ids, threshold, restrict=len(ids) < len(held))
     scores, left, right = (np.concatenate(parts) for parts in zip(*links, strict=True))
     groups = []
     for members, score in _connect(scores, left, right):

@@ -35,5 +35,9 @@ class IndexReadOnly(ImgsearchError):
     """The index folder cannot be written."""
 
 
+class IndexWriteError(ImgsearchError):
+    """The index could not be written (a full disk, an I/O error); what was committed before is kept."""
+
+
 class DecodeError(ImgsearchError):
     """One file could not be read as an image; the reason is the message."""

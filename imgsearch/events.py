@@ -12,6 +12,9 @@ class IndexEvents:
     def loading_model(self, model_id: str) -> None:
         """The model is being loaded (seconds, the first time in a process)."""
 
+    def preparing(self, what: str) -> None:
+        """A one-time step that takes seconds has started (e.g. making the fast text-query encoder)."""
+
     def advance(self, n: int = 1) -> None:
         """`n` more files of the current phase are done."""
 

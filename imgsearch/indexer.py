@@ -214,16 +214,31 @@ class Indexer:
         self.events.phase("encoding", sum(len(j.files) for j in jobs))
         batch: list[tuple[_Job, DecodedImage]] = []
         failed: list[tuple[_Job, str]] = []
-        for job, result in _decode_all(jobs, encoder.preprocess, self.workers):
-            if isinstance(result, DecodedImage):
-                batch.append((job, result))
-            elif isinstance(result, str):
-                failed.append((job, result))
-            else:
-                self.events.advance(len(job.files))  # vanished meanwhile: nothing to store or report
-            if len(batch) >= encoder.runtime.batch_size:
-                self._store(encoder, batch, failed, record_model)
-                batch, failed, record_model = [], [], False
+        while jobs:
+            again: list[_Job] = []  # copies whose decoded twin changed or vanished after it was hashed
+            for job, result in _decode_all(jobs, encoder.preprocess, self.workers):
+                first, rest = _Job(job.content_hash, job.files[:1]), _Job(job.content_hash, job.files[1:])
+                if isinstance(result, DecodedImage):
+                    if rest.files and result.content_hash != job.content_hash:
+                        batch.append((first, result))  # stored as read; the copies still hold the old bytes
+                        again.append(rest)
+                    else:
+                        batch.append((job, result))
+                elif isinstance(result, str):
+                    if rest.files and not _still(job.path, job.content_hash):
+                        failed.append((first, result))
+                        again.append(rest)
+                    else:
+                        failed.append((job, result))
+                elif rest.files:  # the decoded file vanished meanwhile: decode one of its copies instead
+                    self.events.advance(1)
+                    again.append(rest)
+                else:
+                    self.events.advance(len(job.files))  # vanished meanwhile: nothing to store or report
+                if len(batch) >= encoder.runtime.batch_size:
+                    self._store(encoder, batch, failed, record_model)
+                    batch, failed, record_model = [], [], False
+            jobs = again
         self._store(encoder, batch, failed, record_model)
 
     def _store(
@@ -284,6 +299,14 @@ def _try_hash(path: bytes) -> tuple[bytes, int, int] | str | None:
         return None
     except OSError as e:
         return f"cannot read file: {e.strerror or e}"
+
+
+def _still(path: bytes, content_hash: bytes) -> bool:
+    """Whether a file still holds the bytes it was hashed with."""
+    try:
+        return hash_file(path)[0] == content_hash
+    except OSError:
+        return False
 
 
 def _decode_job(path: bytes, prep: Preprocess) -> DecodedImage | str | None:

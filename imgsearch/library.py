@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,30 +25,22 @@ from .classify import Classification, ZeroShot, check_arguments, with_wanted
 from .decode import decode_file, hash_file
 from .duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
 from .encoder import Encoder
-from .errors import DecodeError, IndexBusy, IndexNotFound, IndexReadOnly, ModelMismatch, UsageError
+from .errors import DecodeError, IndexBusy, IndexNotFound, ModelMismatch, UsageError
 from .events import IndexEvents
+from .home import default_home
 from .indexer import Indexer, IndexReport
 from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
+from .onnx_text import OnnxText
 from .query import Filters, Term, combine
 from .scan import absolute
 from .search import Match, allowed_ids, nearest
-from .store.catalog import Catalog
-from .store.vectors import VectorIndex, vectors_file
+from .store.catalog import Catalog, storage_error
+from .store.vectors import VectorIndex, describe_file, remove_stale_temp_files, vectors_file
 
 _log = logging.getLogger("imgsearch")
 
 DB_FILE = "index.db"
 LOCK_FILE = "write.lock"
-
-
-def default_home() -> Path:
-    """$IMGSEARCH_HOME, else the platform's per-user data folder (e.g. ~/.local/share/imgsearch)."""
-    env = os.environ.get("IMGSEARCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_path
-
-    return user_data_path("imgsearch", appauthor=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +62,7 @@ class Status:
     roots: list[RootStatus]
     vectors_version: int
     vectors_file: str | None
+    search_index: str | None  # 'exact' or the approximate index's shape (see imgsearch.store.ann)
     disk_bytes: int
 
     def to_dict(self) -> dict[str, object]:
@@ -102,6 +96,8 @@ class Library:
         self.workers = workers
         self._encoder = encoder  # an already-loaded encoder: a process that shares one, or a test's own
         self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
+        self._onnx_text: tuple[ModelSpec, OnnxText | None] | None = None  # the torch-free text encoder
+        self._export_offered: set[str] = set()  # models whose text export was checked by this Library
 
     @property
     def db_path(self) -> Path:
@@ -113,7 +109,9 @@ class Library:
     ) -> IndexReport:
         """Add folders to the index and bring it up to date; no folders means every folder indexed before."""
         with self._writing(folders, "index") as (catalog, spec, roots):
-            return self._update(catalog, spec, roots, events)[0]
+            report = self._update(catalog, spec, roots, events)[0]
+        self._offer_text_export(spec, events)  # after the lock is released: queries wait for nothing
+        return report
 
     def watch(
         self,
@@ -165,6 +163,7 @@ class Library:
                 if events is not None:
                     events.loading_model(spec.id)
                 self.encoder(spec)  # now, not when the first photo arrives
+                self._offer_text_export(spec)
                 _log.info("model loaded; waiting for changes")
 
             watcher.run(stop, on_start=on_start)
@@ -180,8 +179,13 @@ class Library:
             if not os.path.isdir(root):
                 raise UsageError(f"not a folder: {os.fsdecode(root)}")
         lock = self._write_lock()
-        catalog = Catalog.open(self.db_path, create=True)
         try:
+            catalog = Catalog.open(self.db_path, create=True)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            remove_stale_temp_files(self.home)
             spec, _ = self._model_for(catalog)
             if not roots:
                 roots = catalog.roots()
@@ -211,7 +215,10 @@ class Library:
             )
         indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), spec.id, events, self.workers)
         try:
-            return indexer.run(roots), indexer.vectors
+            report = indexer.run(roots)
+            if indexer.vectors is not None and indexer.vectors.fit():  # after the commits, never in a query
+                _log.info("search index is now %s", indexer.vectors.describe())
+            return report, indexer.vectors
         finally:
             if indexer.vectors is not None and indexer.vectors.version == catalog.vectors_version():
                 indexer.vectors.save(self.home)
@@ -227,7 +234,7 @@ class Library:
                 "wait for it to finish and run this again"
             ) from None
         except OSError as e:
-            raise IndexReadOnly(f"cannot write to the index at {self.home}: {e.strerror or e}") from e
+            raise storage_error(e, self.home) from e
         return lock
 
     # -- reading --------------------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ class Library:
             raise UsageError(f"sort by 'score' or 'date', not {sort!r}")
         with self._reader() as (catalog, vectors, spec):
             texts = [t.value for t in terms if t.kind == "text"]
-            text_vectors = iter(self.encoder(spec).embed_texts(texts) if texts else [])
+            text_vectors = iter(self._text_encoder(spec).embed_texts(texts) if texts else [])
             parts, exclude = [], set()
             for term in terms:
                 if term.kind == "text":
@@ -328,6 +335,7 @@ class Library:
                 roots=roots,
                 vectors_version=version,
                 vectors_file=str(vfile) if vfile.exists() else None,
+                search_index=describe_file(vfile) if vfile.exists() else None,
                 disk_bytes=disk,
             )
         finally:
@@ -354,8 +362,8 @@ class Library:
         has less than `min_prob` are left out; `temperature` replaces the model's logit scale by 1/T."""
         check_arguments(labels, temperature, min_prob)
         with self._reader() as (catalog, vectors, spec):
-            encoder = self.encoder(spec)
-            zero_shot = ZeroShot.prepare(labels, encoder.embed_texts, encoder.logit_scale, temperature)
+            words = self._text_encoder(spec)
+            zero_shot = ZeroShot.prepare(labels, words.embed_texts, words.logit_scale, temperature)
             batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
             return list(zero_shot.classify(batches, min_prob))
 
@@ -390,8 +398,8 @@ class Library:
         if len(label_set) < 2:
             raise UsageError("a label filter needs other labels to compare with, e.g. --labels dog car")
         check_arguments(label_set, temperature, min_prob)
-        encoder = self.encoder(spec)
-        zero_shot = ZeroShot.prepare(label_set, encoder.embed_texts, encoder.logit_scale, temperature)
+        words = self._text_encoder(spec)
+        zero_shot = ZeroShot.prepare(label_set, words.embed_texts, words.logit_scale, temperature)
         batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
         return zero_shot.ids_with(batches, wanted, min_prob)
 
@@ -425,6 +433,34 @@ class Library:
             self._encoder = Encoder.load(spec, self.device, self.precision)
         return self._encoder
 
+    def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
+        """What encodes texts (queries, labels): the torch encoder when this Library holds it already, else
+        the model's ONNX text export (imgsearch.onnx_text: no torch import, so a cold query is fast) when it
+        runs on the CPU in fp32 or auto numerics, else the torch encoder, which then makes the export.
+
+        A machine with CUDA also takes the export under --device auto: one query's text encoding is
+        milliseconds either way, and the cold cost is importing torch, not the arithmetic."""
+        held = self._encoder is not None and self._encoder.spec == spec
+        if not held and self.device in ("auto", "cpu") and self.precision in ("auto", "fp32"):
+            if self._onnx_text is None or self._onnx_text[0] != spec:
+                self._onnx_text = (spec, OnnxText.open(self.home, spec))
+            if self._onnx_text[1] is not None:
+                return self._onnx_text[1]
+        encoder = self.encoder(spec)
+        self._offer_text_export(spec)
+        return encoder
+
+    def _offer_text_export(self, spec: ModelSpec, events: IndexEvents | None = None) -> None:
+        """With the torch encoder loaded, make the ONNX text export if the index home lacks a usable one
+        (once per Library and model; seconds, once per home; a failure only logs)."""
+        if spec.id in self._export_offered or self._encoder is None or self._encoder.spec != spec:
+            return
+        self._export_offered.add(spec.id)
+        from .onnx_export import ensure_text_export
+
+        tell = partial(events.preparing, "preparing fast text queries (once per model)") if events else None
+        ensure_text_export(self._encoder, self.home, tell)
+
     def _model_for(self, catalog: Catalog) -> tuple[ModelSpec, int | None]:
         """The model this index uses: the recorded one (a different request is refused), else the request."""
         recorded = catalog.model()
@@ -456,12 +492,9 @@ class _Reader:
         spec, dim = lib._model_for(self.catalog)
         if dim is None:
             raise IndexNotFound(f"the index at {lib.home} has no images yet: run `imgsearch index FOLDER`")
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # one query: threads cost more than they give
         vectors = lib._vectors
         if vectors is None or vectors.dim != dim or vectors.version != self.catalog.vectors_version():
-            vectors = lib._vectors = VectorIndex.load_or_rebuild(self.catalog, lib.home, dim)
+            vectors = lib._vectors = VectorIndex.load_or_rebuild(self.catalog, lib.home, dim, mmap=True)
         return self.catalog, vectors, spec
 
     def __exit__(self, *exc: object) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # numpy is imported when a query is combined: terms and filters alone stay light
+    import numpy as np
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.S)
 
@@ -61,6 +63,8 @@ def split_weight(text: str) -> tuple[float, str]:
 
 def combine(vectors: np.ndarray, weights: list[float]) -> np.ndarray:
     """The normalised weighted sum of unit vectors; terms that cancel out are a usage error."""
+    import numpy as np
+
     total = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(axis=0)
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:

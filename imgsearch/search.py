@@ -5,50 +5,14 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
 
 import numpy as np
 
+from .match import Match
 from .query import Filters
 from .scan import absolute
 from .store.catalog import Catalog, ImageRow
 from .store.vectors import VectorIndex
-
-
-@dataclass(frozen=True)
-class Match:
-    """One result. `score` is the cosine similarity between the query and the image."""
-
-    path: str
-    score: float
-    width: int
-    height: int
-    format: str
-    size: int
-    mtime: float
-    taken_at: float | None
-
-    @property
-    def date(self) -> float:
-        """When the photo was taken (EXIF), else when the file was last modified."""
-        return self.taken_at if self.taken_at is not None else self.mtime
-
-    @property
-    def raw_path(self) -> bytes:
-        """The path as the file system spells it (bytes), for names that are not valid UTF-8."""
-        return os.fsencode(self.path)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "score": round(self.score, 6),
-            "width": self.width,
-            "height": self.height,
-            "format": self.format,
-            "size": self.size,
-            "mtime": self.mtime,
-            "taken_at": self.taken_at,
-        }
 
 
 def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray | None:
@@ -97,4 +61,5 @@ def _match(row: ImageRow, score: float) -> Match:
         size=row.size,
         mtime=row.mtime_ns / 1e9,
         taken_at=row.taken_at,
+        id=row.id,
     )

@@ -136,3 +136,19 @@ def test_name_and_tag_load_cached_weights_without_network(cli, photos, tiny_mode
     assert result.exit_code == 0, result.output
     assert json.loads(cli("status", "--json").output)["model"] == "ImgsearchTiny:test"
     assert cli("query", "a boat", model=False).exit_code == 0
+
+
+def test_text_embeddings_skip_the_padding_without_changing(tiny_model):
+    """The text tower runs only up to the end-of-text token: the same vectors as open_clip's full 77-token
+    pass, for short and long texts in one batch and alone."""
+    import torch
+
+    from imgsearch.encoder import _causal_text_tower
+
+    encoder = Encoder.load(parse_model_spec(tiny_model), "cpu", "fp32")
+    assert _causal_text_tower(encoder.model)
+    texts = ["dog", "a red apple on a wooden table in the morning light", "word " * 100]
+    for batch in (texts, texts[:1], texts[1:2]):
+        with torch.inference_mode():
+            full = encoder._unit(encoder.model.encode_text(encoder.tokenizer(batch)))
+        np.testing.assert_allclose(encoder.embed_texts(batch), full, atol=1e-5)

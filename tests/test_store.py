@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imgsearch import Library
-from imgsearch.errors import SchemaTooNew
+from imgsearch.errors import IndexWriteError, SchemaTooNew
 from imgsearch.store import vectors as vectors_module
 from imgsearch.store.catalog import SCHEMA_HEAD, Catalog, migrations_dir
 from imgsearch.store.vectors import VectorIndex, vectors_file
@@ -98,7 +98,7 @@ def test_a_failed_faiss_write_leaves_the_previous_file_and_no_temp(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(vectors_module.faiss, "write_index", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(IndexWriteError, match="the disk is full"):
         VectorIndex.build(32, ids, vecs, version + 1).save(isolated_home)
     assert _saved_file(isolated_home).read_bytes() == before
     assert not list(isolated_home.glob(".vectors-*"))

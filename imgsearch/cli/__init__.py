@@ -40,15 +40,16 @@ def main() -> None:
       imgsearch duplicates ~/Photos            groups of copies, exact and near
       imgsearch status                         what is indexed, and where
       imgsearch watch ~/Photos                 keep the index live as photos arrive, move, disappear
+      imgsearch serve                          search in a web page (and a JSON API) at localhost:8765
 
     The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere.
     """
 
 
 def _register() -> None:
-    from . import classify, duplicates, index, models, query, status, watch
+    from . import classify, duplicates, index, models, query, serve, status, watch
 
-    for module in (index, query, status, models, classify, duplicates, watch):
+    for module in (index, query, status, models, classify, duplicates, watch, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 

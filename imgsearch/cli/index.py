@@ -31,6 +31,11 @@ class _TerminalProgress(IndexEvents):
         if self.show_bars:
             click.echo(f"loading model {model_id}", err=True)
 
+    def preparing(self, what: str) -> None:
+        self.close()
+        if self.show_bars:
+            click.echo(what, err=True)
+
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)

@@ -25,10 +25,10 @@ def print_matches(
     matches: Sequence[Any], as_json: bool, paths_only: bool, nul: bool, preview: str | None = None
 ) -> None:
     if as_json:
+        from ..wire import match_to_json  # the HTTP API's results are these same objects
+
         for m in matches:
-            item = m.to_dict()
-            item["path"] = display_path(m.path) if _lossy(m.path) else m.path
-            click.echo(json.dumps(item, ensure_ascii=False))
+            click.echo(json.dumps(match_to_json(m), ensure_ascii=False))
     elif paths_only or nul:
         out = sys.stdout.buffer
         for m in matches:  # the exact bytes of the name, whatever its encoding
@@ -42,11 +42,3 @@ def print_matches(
                 from .preview import show
 
                 show(m.path, preview)
-
-
-def _lossy(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True

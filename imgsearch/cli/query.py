@@ -59,9 +59,15 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--json",
             "as_json",
             is_flag=True,
-            help="One JSON object per line: path, score, width, height, format, size, mtime, taken_at.",
+            help="One JSON object per line: path, score, width, height, format, size, mtime, taken_at, id.",
         ),
         click.option("--paths", "paths_only", is_flag=True, help="Paths only, one per line, for piping."),
+        click.option(
+            "--no-server",
+            is_flag=True,
+            help="Answer in this process even when `imgsearch serve` runs for this index (by default a "
+            "running server answers: its model is already loaded).",
+        ),
         click.option(
             "-0", "--null", "nul", is_flag=True, help="Paths only, separated by NUL bytes (xargs -0)."
         ),
@@ -115,13 +121,40 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
         formats=Filters.formats_for(list(types)) if types else None,
     )
     top, min_score, sort = options.pop("top"), options.pop("min_score"), options.pop("sort")
-    preview = options.pop("preview")
-    matches = open_library(**options).query(terms, top, filters, min_score, sort)
+    preview, use_server = options.pop("preview"), not options.pop("no_server")
+    matches = None
+    if use_server and options["device"] == "auto" and options["precision"] == "auto":
+        matches = _via_server(terms, top, filters, min_score, sort, options["home"], options["model"])
+    if matches is None:
+        matches = open_library(**options).query(terms, top, filters, min_score, sort)
     if preview == "auto":
         from .preview import detect
 
         preview = detect()
     print_matches(matches, as_json, paths_only, nul, preview)
+
+
+def _via_server(
+    terms: list[Any],
+    top: int,
+    filters: Any,
+    min_score: float | None,
+    sort: str,
+    home: str | None,
+    model: str | None,
+) -> list[Any] | None:
+    """The answer of a running `imgsearch serve` for this index (its model is warm: no seconds of loading
+    here), or None when there is none or it cannot answer."""
+    from pathlib import Path
+
+    from ..client import query_via_server
+    from ..home import default_home
+    from ..models import parse_model_spec
+    from ..wire import Query
+
+    folder = Path(home).expanduser() if home else default_home()
+    model_id = parse_model_spec(model).id if model else None
+    return query_via_server(folder, Query(terms, top, filters, min_score, sort), model_id)
 
 
 @click.command()

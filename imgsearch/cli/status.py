@@ -40,6 +40,8 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
     click.echo(f"model     {model}")
     note = f" ({info.failures} could not be read: `imgsearch status --failures`)" if info.failures else ""
     click.echo(f"images    {info.images:,}{note}")
+    if info.search_index:
+        click.echo(f"search    {info.search_index}")
     for i, root in enumerate(info.roots):
         label = "folders" if i == 0 else ""
         gone = "" if root.present else " (not there now)"

@@ -8,7 +8,11 @@ the indexer or the search code. Writes go through `Catalog.write()`, one transac
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from ..errors import IndexNotFound, IndexReadOnly, SchemaTooNew
+from ..errors import ImgsearchError, IndexNotFound, IndexReadOnly, IndexWriteError, SchemaTooNew
 from .schema import failures, images, roots, settings
 
 #: The newest migration in migrations/versions; a test keeps it equal to Alembic's head.
@@ -85,7 +89,10 @@ class Catalog:
 
     @classmethod
     def open(cls, path: Path, *, create: bool = False) -> Catalog:
-        """Open (and migrate) the database at `path`; with create=False a missing one is IndexNotFound."""
+        """Open (and migrate) the database at `path`; with create=False a missing one is IndexNotFound.
+
+        A reader on a full disk or a read-only folder, where SQLite cannot make its WAL index (-shm), reads
+        the database file as immutable instead, provided the WAL holds nothing the file lacks."""
         if not path.exists():
             if not create:
                 raise IndexNotFound(f"no index at {path.parent} yet: run `imgsearch index FOLDER` first")
@@ -96,7 +103,14 @@ class Catalog:
         engine = create_engine(f"sqlite+pysqlite:///{path}", poolclass=None)
         _configure_sqlite(engine)
         catalog = cls(engine, path)
-        catalog._migrate()
+        try:
+            catalog._migrate()
+        except OperationalError as e:
+            engine.dispose()
+            if create or not _wal_is_empty(path):
+                raise storage_error(e, path.parent) from e
+            catalog = cls(_immutable_engine(path), path)
+            catalog._migrate()
         return catalog
 
     def close(self) -> None:
@@ -153,9 +167,9 @@ class Catalog:
                 if writer.changes:
                     writer._bump_vectors_version()
         except OperationalError as e:
-            if "readonly" in str(e.orig) or "read-only" in str(e.orig):
-                raise IndexReadOnly(f"the index at {self.path.parent} is read-only") from e
-            raise
+            if "locked" in str(e.orig):  # another writer held it past the busy timeout
+                raise
+            raise storage_error(e, self.path.parent) from e
 
     # -- settings -------------------------------------------------------------------------------------------
     def settings(self) -> dict[str, str]:
@@ -433,6 +447,47 @@ def _schema_revision(conn: Connection) -> str | None:
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     except OperationalError:
         return None
+
+
+def storage_error(e: Exception, folder: Path) -> ImgsearchError:
+    """One clear error for a write the disk refused: read-only, full, or failing."""
+    message = e.strerror if isinstance(e, OSError) and e.strerror else str(getattr(e, "orig", None) or e)
+    try:
+        fs = os.statvfs(folder)
+        read_only, full = bool(fs.f_flag & os.ST_RDONLY), fs.f_bavail == 0
+    except OSError:
+        read_only = full = False
+    denied = isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    if read_only or denied or "readonly" in message or "read-only" in message:
+        return IndexReadOnly(f"the index at {folder} is read-only: changes cannot be saved")
+    if full or "full" in message or "No space left" in message:
+        return IndexWriteError(
+            f"cannot write to the index at {folder}: the disk is full. Everything committed before is kept; "
+            "free some space and run this again"
+        )
+    return IndexWriteError(f"cannot write to the index at {folder}: {' '.join(message.split())}")
+
+
+def _wal_is_empty(path: Path) -> bool:
+    """Whether the database file alone holds every committed transaction (no WAL, or an empty one)."""
+    try:
+        return os.path.getsize(f"{path}-wal") == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _immutable_engine(path: Path) -> Engine:
+    """Read the database file without locks or a WAL index: for readers where none can be made."""
+    uri = f"file:{urllib.parse.quote(os.fspath(path))}?mode=ro&immutable=1"
+    engine = create_engine(
+        "sqlite+pysqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+        poolclass=None,
+    )
+    _configure_sqlite(engine)
+    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,0 +1,109 @@
+"""The ONNX text export (imgsearch.onnx_export / onnx_text): its cost, its fidelity, its cold-start pieces.
+
+    python bench/text_export.py [--model ViT-B-32] [--runs 20] [--work DIR]
+
+Builds the architecture with random weights in a local-dir folder (bench/common.make_model), loads it with
+torch in fp32 and exports its text tower, timing the export and reporting the verification's minimum cosine
+on the probe strings. Then, in a new process that never imports torch: the import of the reader, the
+tokenizer build, the session creation, and one query's encoding (first call and median of RUNS), with the
+cosine of those vectors to torch's on a few other texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import make_model
+
+TEXTS = ["a red apple on a table", "mountain lake in winter", "two dogs playing in the snow at dusk"]
+
+_COLD = r"""
+import json, statistics, sys, time
+t0 = time.perf_counter()
+from imgsearch.onnx_text import OnnxText, export_folder, read_meta, open_session, MODEL_FILE
+from imgsearch.tokenizer import ClipTokenizer, read_merges
+from imgsearch.models import parse_model_spec
+t1 = time.perf_counter()
+home, model, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+spec = parse_model_spec(model)
+folder = export_folder(home, spec.id)
+meta = read_meta(folder)
+t2 = time.perf_counter()
+tok = ClipTokenizer(read_merges(folder / "merges.txt"))
+t3 = time.perf_counter()
+import onnxruntime
+t4 = time.perf_counter()
+session = open_session(folder / MODEL_FILE)
+t5 = time.perf_counter()
+onnx = OnnxText(session, tok, meta)
+onnx.embed_texts(["a red apple on a table"])
+t6 = time.perf_counter()
+times = []
+for _ in range(runs):
+    s = time.perf_counter()
+    onnx.embed_texts(["a red apple on a table"])
+    times.append(time.perf_counter() - s)
+vectors = onnx.embed_texts(json.loads(sys.argv[4]))
+print(json.dumps({
+    "import_reader_s": t1 - t0, "tokenizer_build_s": t3 - t2, "import_onnxruntime_s": t4 - t3,
+    "session_s": t5 - t4, "first_encode_s": t6 - t5, "encode_median_s": statistics.median(times),
+    "torch_loaded": "torch" in sys.modules, "vectors": vectors.tolist(),
+}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--work", type=Path, help="keep the model, index home and export here")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="imgsearch-text-export-"))
+    model_dir = work / "model"
+    spec_text = f"local-dir:{model_dir}" if model_dir.exists() else make_model(args.model, model_dir)
+
+    import numpy as np
+
+    from imgsearch.encoder import Encoder
+    from imgsearch.models import parse_model_spec
+    from imgsearch.onnx_export import export_text
+    from imgsearch.onnx_text import export_folder
+
+    spec = parse_model_spec(spec_text)
+    encoder = Encoder.load(spec, device="cpu", precision="fp32")
+    home = work / "home"
+    started = time.perf_counter()
+    meta = export_text(encoder, export_folder(home, spec.id))
+    export_s = time.perf_counter() - started
+    cold = subprocess.run(
+        [sys.executable, "-c", _COLD, str(home), spec.id, str(args.runs), json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(cold.stdout)
+    cos = (np.array(result.pop("vectors")) * encoder.embed_texts(TEXTS)).sum(axis=1)
+    files = meta.get("files", {})
+    out = {
+        "model": args.model,
+        "export_s": round(export_s, 2),
+        "supported": meta["supported"],
+        "verified": meta.get("verified"),
+        "export_mb": round(sum(files.values()) / 1e6, 1),
+        "cos_other_texts_min": round(float(cos.min()), 7),
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()},
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

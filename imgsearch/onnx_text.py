@@ -1,0 +1,157 @@
+"""The text encoder without torch: an ONNX export of the model's text tower, run by ONNX Runtime.
+
+Importing torch and open_clip costs a new process seconds; a text query needs only the text tower. So when
+the torch encoder is loaded anyway (indexing, or a query without an export), imgsearch.onnx_export writes
+the text tower, checked against torch, to `<home>/text-encoder/<model key>/`:
+
+  text.onnx, text.onnx.data   the graph, pre-optimised by ONNX Runtime, and its weights (memory-mapped)
+  merges.txt                  the tokenizer's BPE merges (imgsearch.tokenizer)
+  meta.json                   model id, tokenizer, verification result, versions; or why it is unsupported
+
+This module only reads an export: it imports neither torch nor open_clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .models import CONFIG_FILE, ModelSpec
+from .tokenizer import ClipTokenizer, read_merges
+
+_log = logging.getLogger("imgsearch")
+
+FOLDER = "text-encoder"
+FORMAT = 1  # bump when the files or their meaning change: older exports are then made again
+MODEL_FILE = "text.onnx"
+DATA_FILE = "text.onnx.data"
+MERGES_FILE = "merges.txt"
+META_FILE = "meta.json"
+FILES = (MODEL_FILE, DATA_FILE, MERGES_FILE)
+INPUT = "tokens"
+OUTPUT = "embedding"
+
+
+def enabled() -> bool:
+    """$IMGSEARCH_TEXT_EXPORT=0 turns the export off: none is made (it takes disk, ~250 MB for ViT-B-32)
+    and none is used, so text queries always load torch."""
+    return os.environ.get("IMGSEARCH_TEXT_EXPORT", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def export_folder(home: str | os.PathLike[str], model_id: str) -> Path:
+    """`<home>/text-encoder/<readable part of the id>-<hash>`: one folder per model, any id is a safe name."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._")[-60:]
+    digest = hashlib.blake2b(model_id.encode(), digest_size=6).hexdigest()
+    return Path(home) / FOLDER / f"{readable}-{digest}"
+
+
+def source_stamp(spec: ModelSpec) -> list[list[Any]] | None:
+    """Size and mtime of a local-dir model's files, so replacing the weights in place retires the export.
+    Hub and named weights are fixed by their id."""
+    if spec.kind != "local-dir":
+        return None
+    try:
+        return sorted(
+            [e.name, e.stat().st_size, e.stat().st_mtime_ns]
+            for e in os.scandir(spec.name)
+            if e.is_file() and (e.name == CONFIG_FILE or e.name.endswith((".safetensors", ".bin", ".pth")))
+        )
+    except OSError:
+        return None
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def current_meta(folder: Path, spec: ModelSpec) -> dict[str, Any] | None:
+    """The export's meta.json when it was made by this format for this very model, else None."""
+    meta = read_meta(folder)
+    if meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.id:
+        return None
+    if meta.get("source") != source_stamp(spec):
+        return None
+    return meta
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def open_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime session made for a cold start: the graph was optimised at export, so no optimisation
+    now, and no weight prepacking (it costs more to create than it saves on one query); the weights are
+    memory-mapped from text.onnx.data rather than copied."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads or cpu_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # one query: no busy waiting
+    options.log_severity_level = 3  # errors only; our caller says what happened
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxText:
+    """A model's text tower from its export: texts -> unit vectors, as `Encoder.embed_texts` gives them."""
+
+    def __init__(self, session: Any, tokenizer: ClipTokenizer, meta: dict[str, Any]):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.dim = int(meta["dim"])
+        self.logit_scale = float(meta["logit_scale"])
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str], spec: ModelSpec) -> OnnxText | None:
+        """The export for `spec` in `home`, or None (why goes to the debug log): none yet, recorded as
+        unsupported, made for other weights or an older format, or damaged."""
+        if not enabled():
+            return None
+        folder = export_folder(home, spec.id)
+        meta = current_meta(folder, spec)
+        if meta is None:
+            _log.debug("no current text export in %s", folder)
+            return None
+        if not meta.get("supported"):
+            _log.debug("text export unsupported for %s: %s", spec.id, meta.get("reason"))
+            return None
+        return cls.load(folder, meta)
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict[str, Any]) -> OnnxText | None:
+        """Open the files `meta` describes; None if any is missing, of another size, or unreadable."""
+        try:
+            sizes = meta["files"]
+            for name in FILES:
+                if (folder / name).stat().st_size != sizes[name]:
+                    raise ValueError(f"{name} has another size than recorded")
+            tok = meta["tokenizer"]
+            tokenizer = ClipTokenizer(read_merges(folder / MERGES_FILE), tok["context_length"], tok["clean"])
+            return cls(open_session(folder / MODEL_FILE), tokenizer, meta)
+        except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
+            _log.debug("text export in %s is unusable: %s: %s", folder, type(e).__name__, e)
+            return None
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, dim) float32 unit vectors."""
+        out = self.session.run([OUTPUT], {INPUT: self.tokenizer(texts)})[0]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.maximum(norms, 1e-12)).astype(np.float32)

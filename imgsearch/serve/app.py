@@ -1,0 +1,415 @@
+"""The HTTP app: a JSON API and the web page over one long-lived Library (warm model, cached FAISS index).
+
+Files are served only by catalog id, never by a path from the client, and only while the file still is the
+one indexed, inside an indexed folder once symlinks are resolved. Every request needs the token when one is
+set. Library calls take one lock: the Library is not thread-safe, and queries are short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import secrets
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from importlib import resources
+from typing import Any, Literal
+from urllib.parse import quote
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import (
+    DecodeError,
+    ImgsearchError,
+    IndexBusy,
+    IndexNotFound,
+    IndexReadOnly,
+    ModelMismatch,
+    ModelUnavailable,
+    SchemaTooNew,
+    UsageError,
+)
+from ..library import Library
+from ..query import Term, split_weight
+from ..scan import under
+from ..store.catalog import Catalog, ImageRow
+from ..wire import MAX_RESULTS, query_from_json, results_to_json
+from ..wire import Query as WireQuery
+from .thumbnails import SIZES, ChangedOnDisk, thumbnail
+
+#: Largest request body (an uploaded example image); larger ones get 413 before they are read in full.
+MAX_UPLOAD = 50 * 1024 * 1024
+STATIC = resources.files("imgsearch.serve") / "static"
+_UNAVAILABLE = (IndexNotFound, IndexBusy, ModelMismatch, ModelUnavailable, SchemaTooNew, IndexReadOnly)
+_MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "AVIF": "image/avif",
+    "HEIF": "image/heif",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+}
+
+
+# -- request and response shapes (they make the OpenAPI spec; imgsearch.wire does the checking) ------------
+class TermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["text", "image"] = "text"
+    value: str = Field(description="The text, or the path of an image file the server can read.")
+    weight: float = Field(1.0, description="How much the term counts; negative pushes results away.")
+
+
+class FiltersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    under: str | None = Field(None, description="Only files inside this folder.")
+    glob: str | None = Field(None, description="fnmatch pattern on the full path ('*' crosses folders).")
+    after: float | None = Field(None, description="Unix time, inclusive; date taken, else file mtime.")
+    before: float | None = Field(None, description="Unix time, exclusive.")
+    min_width: int | None = None
+    min_height: int | None = None
+    formats: list[str] | None = Field(None, description="Pillow format names (JPEG) or types (jpg, png).")
+    labels: list[str] | None = Field(None, description="Best zero-shot label is one of these...")
+    label_set: list[str] | None = Field(None, description="...compared against these labels.")
+
+
+class QueryIn(BaseModel):
+    """Library.query's arguments, plus `offset` for paging."""
+
+    model_config = ConfigDict(extra="forbid")
+    terms: list[TermIn]
+    top: int = 10
+    offset: int = 0
+    filters: FiltersIn | None = None
+    min_score: float | None = None
+    sort: Literal["score", "date"] = "score"
+
+
+class MatchOut(BaseModel):
+    path: str
+    score: float
+    width: int
+    height: int
+    format: str
+    size: int
+    mtime: float
+    taken_at: float | None
+    id: int | None
+
+
+class Results(BaseModel):
+    results: list[MatchOut]
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 500, 503)
+}
+
+
+def create_app(library: Library, token: str | None = None, max_upload: int = MAX_UPLOAD) -> FastAPI:
+    """The app over `library`; with a `token`, every request must carry it (Bearer header or ?token=)."""
+    app = FastAPI(
+        title="imgsearch",
+        version=__version__,
+        description="Search an imgsearch index by words or by example image.",
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # FastAPI's docs pages load scripts from a CDN; the spec alone works offline
+        redoc_url=None,
+        responses=_ERRORS,
+    )
+    lock = threading.Lock()
+
+    # -- errors as JSON ---------------------------------------------------------------------------------
+    @app.exception_handler(ImgsearchError)
+    async def library_error(_request: Request, error: ImgsearchError) -> JSONResponse:
+        return _error(status_for(error), str(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return _error(400, _validation_message(error))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(error).__name__}: {error}")
+
+    # -- the API ----------------------------------------------------------------------------------------
+    def run(query: WireQuery) -> dict[str, object]:
+        with lock:
+            _one_thread()
+            matches = library.query(
+                query.terms, query.top + query.offset, query.filters, query.min_score, query.sort
+            )
+        return results_to_json(matches[query.offset :])
+
+    @app.post("/api/query", response_model=Results, summary="The general query (as `imgsearch query`)")
+    def post_query(body: QueryIn) -> dict[str, object]:
+        """Weighted text and image terms, filters, min_score and sort, exactly as Library.query takes them.
+        Image terms name files the server can read. Results are `imgsearch query --json` objects."""
+        return run(query_from_json(body.model_dump(exclude_none=True)))
+
+    @app.get("/api/search", response_model=Results, summary="Text search")
+    def search(
+        q: list[str] = Query(description="A description; 'W:TEXT' gives it weight W (repeatable)."),  # noqa: B008
+        not_: list[str] = Query([], alias="not", description="Push away from this text (repeatable)."),  # noqa: B008
+        top: int = Query(10, ge=1, le=MAX_RESULTS),
+        offset: int = Query(0, ge=0, le=MAX_RESULTS),
+    ) -> dict[str, object]:
+        """The query syntax of the command line: each q is [W:]TEXT, each not is [W:]TEXT pushed away."""
+        terms = [Term.text(text, weight) for weight, text in map(split_weight, q)]
+        terms += [Term.text(text, -weight) for weight, text in map(split_weight, not_)]
+        return run(_paged(terms, top, offset))
+
+    @app.post("/api/search/image", response_model=Results, summary="Search by an uploaded example image")
+    def search_image(
+        file: UploadFile = File(description=f"An image, at most {max_upload // 2**20} MB."),  # noqa: B008
+        top: int = Form(10, ge=1, le=MAX_RESULTS),
+        offset: int = Form(0, ge=0, le=MAX_RESULTS),
+    ) -> dict[str, object]:
+        """Images that look like the upload. It is decoded like an indexed file (same pixel cap); an upload
+        that is byte-identical to an indexed file reuses that file's vector."""
+        with tempfile.TemporaryDirectory(prefix="imgsearch-upload-") as tmp:
+            path = os.path.join(tmp, "upload")
+            with open(path, "wb") as out:
+                while chunk := file.file.read(1 << 20):
+                    out.write(chunk)
+            try:
+                return run(_paged([Term.image(path)], top, offset))
+            except DecodeError as e:
+                reason = e.__cause__ if isinstance(e.__cause__, DecodeError) else e
+                raise UsageError(f"cannot use the upload {file.filename or ''!r} as a query: {reason}") from e
+
+    @app.get("/api/similar/{image_id}", response_model=Results, summary="Images like an indexed one")
+    def similar(
+        image_id: int,
+        top: int = Query(10, ge=1, le=MAX_RESULTS),
+        offset: int = Query(0, ge=0, le=MAX_RESULTS),
+    ) -> dict[str, object]:
+        """Images that look like the indexed image `image_id`, never itself."""
+        row, _ = indexed_file(image_id)
+        return run(_paged([Term.image(os.fsdecode(row.path))], top, offset))
+
+    @app.get("/api/duplicates", summary="Groups of copies, exact and near")
+    def duplicates(under: str | None = None, threshold: float = 0.97) -> dict[str, object]:
+        """As `imgsearch duplicates --json`: {"groups": [{kind, score, paths}]}."""
+        with lock:
+            groups = library.duplicates(under, threshold)
+        return {"groups": [{**g.to_dict(), "paths": [_display(p) for p in g.paths]} for g in groups]}
+
+    @app.get("/api/status", summary="What is indexed, with which model")
+    def status() -> dict[str, object]:
+        """As `imgsearch status --json`, plus the server's version."""
+        with lock:
+            info = library.status().to_dict()
+        return {**info, "version": __version__}
+
+    @app.get("/api/images/{image_id}/file", response_class=FileResponse, summary="An indexed original")
+    def original(image_id: int) -> FileResponse:
+        row, real = indexed_file(image_id)
+        media = _MEDIA_TYPES.get(row.format, "application/octet-stream")
+        return FileResponse(real, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/images/{image_id}/thumbnail", response_class=FileResponse, summary="A cached thumbnail")
+    def thumb(image_id: int, size: int = 256) -> FileResponse:
+        """A JPEG at most `size` px on its longer side, made once and cached in the index folder."""
+        if size not in SIZES:
+            raise UsageError(f"size must be one of {', '.join(map(str, SIZES))}")
+        row, real = indexed_file(image_id)
+        path = thumbnail(library.home, real, row.content_hash, size)
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    def indexed_file(image_id: int) -> tuple[ImageRow, str]:
+        """The row of an indexed image and its real path, if it may be served: 404 unknown or gone, 403
+        outside the indexed folders (a symlink out of them), 409 changed since it was indexed."""
+        catalog = Catalog.open(library.db_path)
+        try:
+            row = catalog.rows([image_id]).get(image_id)
+            roots = catalog.roots()
+        finally:
+            catalog.close()
+        if row is None:
+            raise HTTPException(404, f"no indexed image with id {image_id}")
+        real = os.path.realpath(row.path)
+        if not any(under(row.path, r) and under(real, os.path.realpath(r)) for r in roots):
+            raise HTTPException(403, f"image {image_id} lies outside the indexed folders; it is not served")
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise HTTPException(404, f"image {image_id} is no longer on disk") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise HTTPException(404, f"image {image_id} is no longer a file")
+        if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+            raise ChangedOnDisk(f"image {image_id} changed since it was indexed; re-index it")
+        return row, os.fsdecode(real)
+
+    # -- the page ---------------------------------------------------------------------------------------
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page(request: Request) -> HTMLResponse:
+        given = request.query_params.get("token")
+        suffix = html.escape(f"?token={quote(given, safe='')}") if token and given else ""
+        return HTMLResponse(page.replace("__TOKEN_QUERY__", suffix), headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(_BodyLimit, limit=max_upload)
+    if token:
+        app.add_middleware(_TokenCheck, token=token)
+    return app
+
+
+def status_for(error: ImgsearchError) -> int:
+    """The HTTP status of a library error: the caller's mistake 400, the index not ready 503, else 500."""
+    if isinstance(error, UsageError | DecodeError):
+        return 400
+    if isinstance(error, ChangedOnDisk):
+        return 409
+    if isinstance(error, _UNAVAILABLE):
+        return 503
+    return 500
+
+
+_PAGE_HEADERS = {
+    # Everything the page uses comes from this server: no CDN, nothing inline, no framing by other sites.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _one_thread() -> None:
+    """One torch thread for this query. A query encodes a few tokens: a second thread gains little, and when
+    the cores are busy (an index or watch run beside the server) threads that wait for each other make every
+    query several times slower. Set here, in the worker thread, because OpenMP's setting is per thread."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _paged(terms: list[Term], top: int, offset: int) -> WireQuery:
+    if top + offset > MAX_RESULTS:
+        raise UsageError(f"top + offset must be at most {MAX_RESULTS}")
+    return WireQuery(terms, top=top, offset=offset)
+
+
+def _error(code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=code, headers=headers)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "form"))
+        parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def _display(path: str) -> str:
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# -- ASGI middleware: they answer before the app reads anything -------------------------------------------
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _send_error(send: Send, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    response = _error(code, message, headers)
+    await send({"type": "http.response.start", "status": code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class _TokenCheck:
+    """401 for any request without the token (header `Authorization: Bearer TOKEN`, or ?token=TOKEN)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            await _send_error(
+                send,
+                401,
+                "this server needs its token: Authorization: Bearer TOKEN, or ?token=TOKEN",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        from starlette.requests import HTTPConnection
+
+        conn = HTTPConnection(scope)
+        auth = conn.headers.get("authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else conn.query_params.get("token")
+        return given is not None and secrets.compare_digest(given.encode(), self.token)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BodyLimit:
+    """413 for a request body over `limit` bytes: by its Content-Length before reading, else while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the request body is larger than {self.limit // 2**20} MB"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _send_error(
+                send,
+                413 if length.isdigit() else 400,
+                too_large if length.isdigit() else "bad Content-Length",
+            )
+            return
+        seen, exceeded = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                exceeded = True
+                raise _TooLarge()
+            return message
+
+        async def unless_exceeded(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, counted, unless_exceeded)
+        if exceeded:
+            await _send_error(send, 413, too_large)

@@ -1,0 +1,70 @@
+"""Thumbnails for the web page, made once and kept in <index home>/thumbnails/.
+
+A thumbnail is named after the content hash of the photo it was made from and its size, so a photo whose
+bytes change (and are re-indexed) gets a new one and the old one is simply never asked for again. The source
+bytes are hashed while the thumbnail is made and must match the catalog's hash: a file changed on disk but
+not yet re-indexed never leaves a thumbnail under the old name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from ..decode import Preprocess, hash_bytes, open_upright_rgb
+from ..errors import ImgsearchError
+
+#: Edge lengths (px) a client may ask for: the grid's and the viewer's.
+SIZES = (128, 256, 512, 1024)
+FOLDER = "thumbnails"
+QUALITY = 82
+
+
+class ChangedOnDisk(ImgsearchError):
+    """The file's bytes are no longer the ones indexed."""
+
+
+def thumbnail_path(home: Path, content_hash: bytes, size: int) -> Path:
+    name = content_hash.hex()
+    return home / FOLDER / name[:2] / f"{name}-{size}.jpg"
+
+
+def thumbnail(home: Path, source: str | bytes, content_hash: bytes, size: int) -> Path:
+    """The cached thumbnail of `source` (whose indexed content hash is `content_hash`), made if missing.
+
+    Decoding goes through imgsearch.decode (decompression-bomb cap, EXIF orientation, JPEG draft mode).
+    Raises DecodeError for an unreadable image and ChangedOnDisk when the bytes no longer match.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}")
+    path = thumbnail_path(home, content_hash, size)
+    if path.exists():
+        return path
+    with open(source, "rb") as f:
+        data = f.read()
+    if hash_bytes(data) != content_hash:
+        raise ChangedOnDisk("the file changed since it was indexed; re-index it (or run `imgsearch watch`)")
+    image = open_upright_rgb(data, Preprocess(size, size))[0]
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=QUALITY, optimize=True)
+    _write_atomically(path, out.getvalue())
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temp file + rename: a reader sees a whole thumbnail or none, even with two writers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,170 @@
+"""A query and its results as JSON, the one form the HTTP API (`imgsearch serve`) and its clients share.
+
+A query is {"terms": [{"kind": "text"|"image", "value": str, "weight": float}], "top": int, "offset": int,
+"filters": {...Filters fields...}, "min_score": float|null, "sort": "score"|"date"}; every key but "terms"
+may be left out. Results are Match.to_dict() items, as `imgsearch query --json` prints them.
+Imports neither numpy nor torch nor the web framework, so a command-line client stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
+from .query import FORMAT_NAMES, Filters, Term
+
+if TYPE_CHECKING:
+    from .match import Match
+
+_QUERY_KEYS = {"terms", "top", "offset", "filters", "min_score", "sort"}
+_TERM_KEYS = {"kind", "value", "weight"}
+_FILTER_FIELDS = {f.name: f for f in fields(Filters)}
+_PILLOW_FORMATS = {name for names in FORMAT_NAMES.values() for name in names}
+#: The most results one request may ask for (top + offset): a page of thumbnails, not a dump of the index.
+MAX_RESULTS = 10_000
+
+
+@dataclass(frozen=True)
+class Query:
+    """The arguments of Library.query, plus `offset` for paging (the results skip that many)."""
+
+    terms: list[Term]
+    top: int = 10
+    filters: Filters = field(default_factory=Filters)
+    min_score: float | None = None
+    sort: str = "score"
+    offset: int = 0
+
+
+def query_to_json(query: Query) -> dict[str, Any]:
+    """The JSON form of a query (None filters are left out)."""
+    filters: dict[str, Any] = {}
+    for name in _FILTER_FIELDS:
+        value = getattr(query.filters, name)
+        if value is not None and value != ():
+            filters[name] = list(value) if isinstance(value, tuple) else value
+    return {
+        "terms": [{"kind": t.kind, "value": t.value, "weight": t.weight} for t in query.terms],
+        "top": query.top,
+        "offset": query.offset,
+        "filters": filters,
+        "min_score": query.min_score,
+        "sort": query.sort,
+    }
+
+
+def query_from_json(data: object) -> Query:
+    """Check and convert a JSON query; anything malformed is a UsageError naming the bad part."""
+    if not isinstance(data, dict):
+        raise UsageError("a query is a JSON object with 'terms'")
+    _no_unknown(data, _QUERY_KEYS, "query")
+    raw_terms = data.get("terms")
+    if not isinstance(raw_terms, list) or not raw_terms:
+        raise UsageError("'terms' must be a non-empty list of {kind, value, weight}")
+    terms = [_term(t) for t in raw_terms]
+    top = _integer(data.get("top", 10), "top", 1)
+    offset = _integer(data.get("offset", 0), "offset", 0)
+    if top + offset > MAX_RESULTS:
+        raise UsageError(f"top + offset must be at most {MAX_RESULTS}")
+    min_score = data.get("min_score")
+    if min_score is not None:
+        min_score = _number(min_score, "min_score")
+    sort = data.get("sort", "score")
+    if sort not in ("score", "date"):
+        raise UsageError(f"'sort' is 'score' or 'date', not {sort!r}")
+    return Query(terms, top, filters_from_json(data.get("filters") or {}), min_score, sort, offset)
+
+
+def filters_from_json(data: object) -> Filters:
+    if not isinstance(data, dict):
+        raise UsageError("'filters' must be a JSON object")
+    _no_unknown(data, set(_FILTER_FIELDS), "filters")
+    values: dict[str, Any] = {}
+    for name in ("under", "glob"):
+        if data.get(name) is not None:
+            values[name] = _string(data[name], name)
+    for name in ("after", "before"):
+        if data.get(name) is not None:
+            values[name] = _number(data[name], name)
+    for name in ("min_width", "min_height"):
+        if data.get(name) is not None:
+            values[name] = _integer(data[name], name, 1)
+    if data.get("formats") is not None:
+        values["formats"] = _formats(_strings(data["formats"], "formats"))
+    if data.get("labels") is not None:
+        values["labels"] = tuple(_strings(data["labels"], "labels")) or None
+    if data.get("label_set") is not None:
+        values["label_set"] = tuple(_strings(data["label_set"], "label_set"))
+    return Filters(**values)
+
+
+def match_to_json(match: Match) -> dict[str, object]:
+    """One result as `imgsearch query --json` prints it; a name that is not UTF-8 gets backslash escapes."""
+    item = match.to_dict()
+    try:
+        match.path.encode("utf-8")
+    except UnicodeEncodeError:
+        item["path"] = os.fsencode(match.path).decode("utf-8", "backslashreplace")
+        item["path_bytes"] = os.fsencode(match.path).hex()  # the exact name, for programs that open it
+    return item
+
+
+def results_to_json(matches: Sequence[Match]) -> dict[str, object]:
+    return {"results": [match_to_json(m) for m in matches]}
+
+
+def _term(data: object) -> Term:
+    if not isinstance(data, dict):
+        raise UsageError("each term is an object {kind, value, weight}")
+    _no_unknown(data, _TERM_KEYS, "term")
+    kind, value = data.get("kind", "text"), _string(data.get("value"), "value")
+    weight = _number(data.get("weight", 1.0), "weight")
+    if kind == "text":
+        return Term.text(value, weight)
+    if kind == "image":
+        if not value:
+            raise UsageError("an image term needs a path")
+        return Term.image(value, weight)
+    raise UsageError(f"a term's kind is 'text' or 'image', not {kind!r}")
+
+
+def _formats(names: list[str]) -> tuple[str, ...]:
+    """Pillow format names ('JPEG') pass as they are; what a user types ('jpg') is translated."""
+    out: list[str] = []
+    for name in names:
+        out.extend([name] if name in _PILLOW_FORMATS else Filters.formats_for([name]))
+    return tuple(dict.fromkeys(out))
+
+
+def _no_unknown(data: dict[str, Any], known: set[str], what: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def _string(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"'{name}' must be a string")
+    return value
+
+
+def _strings(value: object, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"'{name}' must be a list of strings")
+    return value
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UsageError(f"'{name}' must be a finite number")
+    return float(value)
+
+
+def _integer(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"'{name}' must be an integer of at least {minimum}")
+    return value

@@ -1,0 +1,132 @@
+"""`imgsearch` commands in processes of their own, forked from a server that has imported torch already.
+
+A fresh `python -m imgsearch` spends 3-7 s importing torch and open_clip. The crash and concurrency tests
+start dozens of processes and kill them, so they start them from multiprocessing's forkserver with those
+modules preloaded (the server imports them and never runs torch, so forking it is safe). Each child runs the
+console script's own entry point, `imgsearch.cli.main`, with stdout and stderr in a log file: a real
+process, which a real SIGKILL ends, with real decoding workers of its own.
+
+A child can be armed to SIGKILL itself at an exact point (see KILL_POINTS): the n-th hash, model load,
+embedding, row insert inside a write transaction, just after a commit, halfway through writing the FAISS
+file, between writing and renaming it, after renaming it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_PRELOAD = ["torch", "open_clip", "faiss", "imgsearch.cli", "imgsearch.library", "tests.cli_process"]
+
+#: name -> (module, owner attribute path, kill before or after the call, how the attribute is bound)
+KILL_POINTS: dict[str, tuple[str, str, str, str]] = {
+    "hashing": ("imgsearch.indexer", "_try_hash", "before", "function"),
+    "loading the model": ("imgsearch.encoder", "Encoder.load", "before", "classmethod"),
+    "embedding a batch": ("imgsearch.encoder", "Encoder.embed_pixels", "before", "method"),
+    "inside a write transaction": ("imgsearch.store.catalog", "CatalogWriter.add_image", "before", "method"),
+    "after a commit, before FAISS follows": (
+        "imgsearch.store.vectors",
+        "VectorIndex.apply",
+        "before",
+        "method",
+    ),
+    "FAISS file half written": ("imgsearch.store.vectors", "faiss.write_index", "half", "function"),
+    "FAISS temp file written, not renamed": (
+        "imgsearch.store.vectors",
+        "faiss.write_index",
+        "after",
+        "function",
+    ),
+    "FAISS file renamed, old not removed": ("imgsearch.store.vectors", "_fsync_dir", "before", "function"),
+}
+
+
+_started: list[Any] = []
+
+
+def start(argv: list[str], log: Path, kill_point: tuple[str, int] | None = None) -> Any:
+    """Start `imgsearch ARGV` in a forked child; returns the started multiprocessing Process."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    process = context.Process(target=_main, args=(argv, str(log), kill_point))
+    process.start()
+    _started.append(process)
+    return process
+
+
+def kill_all() -> None:
+    """SIGKILL every started process still running (a test's teardown)."""
+    while _started:
+        process = _started.pop()
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+        process.join()
+
+
+def _main(argv: list[str], log: str, kill_point: tuple[str, int] | None) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from multiprocessing import resource_tracker
+
+    # its own tracker: what a killed child leaves (its pool's semaphores) is cleaned up and logged there
+    resource_tracker._resource_tracker._fd = None
+    resource_tracker._resource_tracker._pid = None
+    if kill_point is not None:
+        _arm(*kill_point)
+    from imgsearch.cli import main
+
+    main(argv, prog_name="imgsearch")
+
+
+def _arm(point: str, nth: int) -> None:
+    """Make the n-th call at `point` SIGKILL this process (before or after the call does its work)."""
+    import importlib
+
+    module_name, attribute, when, kind = KILL_POINTS[point]
+    owner: Any = importlib.import_module(module_name)
+    *parents, name = attribute.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    original: Callable[..., Any] = getattr(owner, name)
+    calls = 0
+    lock = threading.Lock()
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        with lock:
+            calls += 1
+            hit = calls == nth
+        if hit and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if hit and when == "half":  # as if the process died halfway through writing this file
+            os.truncate(args[1], os.path.getsize(args[1]) // 2)
+        if hit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, name, staticmethod(wrapper) if kind == "classmethod" else wrapper)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (its decoding workers), on Linux."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found

@@ -1,0 +1,146 @@
+"""Two writers at once (`index` + `index`, `index` + `watch`, `watch` + `index`), queries running all along.
+
+One writer at a time holds the index's write lock; the loser exits 1 at once with "another imgsearch process
+is writing to the index" (it does not wait). Queries in another process never fail and never see a broken
+index, and when the writers are done the index equals the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgsearch import Library
+from imgsearch.encoder import Encoder
+from imgsearch.models import parse_model_spec
+from tests import cli_process
+
+BUSY = "another imgsearch process is writing to the index"
+
+
+def add_images(folder: Path, start: int, count: int) -> None:
+    folder.mkdir(exist_ok=True)
+    for i in range(start, start + count):
+        pixels = np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).resize((64, 64)).save(buffer, "JPEG")
+        (folder / f"{i:04d}.jpg").write_bytes(buffer.getvalue())
+
+
+def committed(db: Path) -> dict[bytes, bytes]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        return dict(conn.execute("SELECT path, content_hash FROM images"))
+
+
+def on_disk(folder: Path) -> dict[bytes, bytes]:
+    return {
+        os.fsencode(p): hashlib.blake2b(p.read_bytes(), digest_size=16).digest() for p in folder.glob("*.jpg")
+    }
+
+
+class Queries(threading.Thread):
+    """Queries as another process would make them (a fresh Library each time), until stopped."""
+
+    def __init__(self, home: Path, encoder: Encoder):
+        super().__init__(daemon=True)
+        self.home, self.encoder = home, encoder
+        self.stop = threading.Event()
+        self.done = 0
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                library = Library(self.home, encoder=self.encoder)
+                assert len(library.search("a photo", top=5)) == 5
+                library.status()
+                self.done += 1
+            except BaseException as e:  # every failure is the test's business
+                self.errors.append(e)
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    yield
+    cli_process.kill_all()
+
+
+def log_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
+    folder, home, log = tmp_path / "photos", tmp_path / "index", tmp_path / "runs.log"
+    db = home / "index.db"
+    common = ["--home", str(home), "--model", tiny_model, "--device", "cpu", "--precision", "fp32"]
+    index = ["index", "-q", "-j", "1", *common, str(folder)]
+    watch = ["watch", "--settle", "0.3", "-j", "1", *common, str(folder)]
+
+    def run(argv: list[str], process_log: Path = log) -> int:
+        process = cli_process.start(argv, process_log)
+        process.join(120)
+        return process.exitcode
+
+    add_images(folder, 0, 20)
+    assert run(index) == 0
+    encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
+    queries = Queries(home, encoder)
+    queries.start()
+    try:
+        # index + index, index + watch: the second writer is refused while the first one works
+        add_images(folder, 20, 200)
+        first = cli_process.start(index, tmp_path / "first.log")
+        wait_for(lambda: len(committed(db)) > 20 or not first.is_alive(), "a first batch")
+        assert first.is_alive(), (
+            "the first run ended before the second writer started: make the folder larger"
+        )
+        for argv in (index, watch):
+            second_log = tmp_path / f"second-{argv[0]}.log"
+            assert run(argv, second_log) == 1
+            assert BUSY in second_log.read_text()
+        first.join(120)
+        assert first.exitcode == 0, (tmp_path / "first.log").read_text()
+        assert committed(db) == on_disk(folder)
+
+        # watch + index: a running watch holds the lock; an index started meanwhile is refused
+        watch_log = tmp_path / "watch.log"
+        watcher = cli_process.start(watch, watch_log)
+        wait_for(lambda: "model loaded" in log_text(watch_log), "the watcher to start")
+        add_images(folder, 220, 40)
+        (folder / "0003.jpg").unlink()
+        os.rename(folder / "0004.jpg", folder / "renamed.jpg")
+        assert run(index, tmp_path / "index-during-watch.log") == 1
+        assert BUSY in (tmp_path / "index-during-watch.log").read_text()
+        wait_for(lambda: committed(db) == on_disk(folder), "the watcher to catch up")
+        os.kill(watcher.pid, signal.SIGTERM)
+        watcher.join(60)
+        assert watcher.exitcode == 0, watch_log.read_text()
+    finally:
+        queries.stop.set()
+        queries.join()
+    assert not queries.errors, queries.errors[:3]
+    assert queries.done > 10
+    print(f"{queries.done} queries, none failed")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert committed(db) == on_disk(folder)
+    assert run(index) == 0  # and a last run finds nothing to do
+    assert committed(db) == on_disk(folder)

@@ -1,0 +1,263 @@
+"""SIGKILL `imgsearch index` at many moments; after each kill the index must be whole and consistent.
+
+One index and one folder are used throughout. Each round changes the folder (new, changed, deleted, renamed
+and copied files), starts `imgsearch index` in a process of its own (see tests/cli_process.py) and kills it
+with SIGKILL: half the rounds after a random delay, half at an exact point (hashing, loading the model,
+embedding, inside a write transaction, just after a commit, mid FAISS save). After each kill:
+- the index opens and answers a query; `PRAGMA integrity_check` is ok;
+- every row committed before the kill, as a separate reader saw it, is still there;
+- every stored vector is the fresh encoding of the bytes its content hash names;
+- FAISS agrees with SQLite: a file named for the current version is complete and equal, else the index is
+  rebuilt on open;
+- the killed process's decoding workers die with it.
+Finally an uninterrupted run makes the index equal the folder exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgsearch import Library
+from imgsearch.decode import decode_file
+from imgsearch.encoder import Encoder
+from imgsearch.models import parse_model_spec
+from imgsearch.store.catalog import Catalog
+from imgsearch.store.vectors import VectorIndex, vectors_file
+from tests import cli_process
+
+START_FILES = 200
+KILLS = 32
+SEED = 20260127
+#: How often a round reaches a kill point (about 13 new contents, one batch): the n-th call is drawn
+#: from these.
+CALLS_PER_ROUND = {"hashing": 12, "inside a write transaction": 10, "after a commit, before FAISS follows": 2}
+
+
+class Photos:
+    """A folder of small distinct JPEGs, and every content ever written, by hash."""
+
+    def __init__(self, folder: Path, rng: random.Random):
+        self.folder = folder
+        self.rng = rng
+        self.made = 0
+        self.contents: dict[bytes, bytes] = {}
+        folder.mkdir()
+
+    def new_bytes(self) -> bytes:
+        self.made += 1
+        seed = self.rng.getrandbits(32)
+        pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize((64, 64), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        data = buffer.getvalue()
+        self.contents[hashlib.blake2b(data, digest_size=16).digest()] = data
+        return data
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.rglob("*.jpg"))
+
+    def add(self, count: int) -> None:
+        for _ in range(count):
+            sub = self.folder / self.rng.choice(["", "a", "b/c"])
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"p{self.made:05d}.jpg").write_bytes(self.new_bytes())
+
+    def mutate(self) -> None:
+        """A little of everything an index run must follow."""
+        self.add(10)
+        files = self.files()
+        picked = self.rng.sample(files, 11)
+        for path in picked[:3]:
+            path.write_bytes(self.new_bytes())  # changed
+        for path in picked[3:6]:
+            path.unlink()  # deleted
+        for path in picked[6:9]:
+            path.rename(path.with_name(f"moved-{self.made}-{path.name}"))  # renamed
+            self.made += 1
+        for path in picked[9:11]:
+            shutil.copyfile(path, path.with_name(f"copy-{self.made}-{path.name}"))  # copied
+            self.made += 1
+
+
+class Vectors:
+    """Fresh encodings of contents by hash, with the tiny model loaded in this process."""
+
+    def __init__(self, encoder: Encoder, photos: Photos, tmp: Path):
+        self.encoder = encoder
+        self.photos = photos
+        self.tmp = tmp
+        self.known: dict[bytes, np.ndarray] = {}
+
+    def of(self, hashes: set[bytes]) -> dict[bytes, np.ndarray]:
+        missing = sorted(hashes - set(self.known))
+        for start in range(0, len(missing), 64):
+            chunk = missing[start : start + 64]
+            pixels = []
+            for h in chunk:
+                path = self.tmp / "fresh.jpg"
+                path.write_bytes(self.photos.contents[h])
+                pixels.append(decode_file(path, self.encoder.preprocess).pixels)
+            for h, v in zip(chunk, self.encoder.embed_pixels(np.stack(pixels)), strict=True):
+                self.known[h] = v
+        return {h: self.known[h] for h in hashes}
+
+
+def rows(db: Path) -> dict[bytes, tuple[int, bytes]]:
+    """path -> (id, content hash) as a separate read-only reader sees it now."""
+    if not db.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        try:
+            return {p: (i, h) for p, i, h in conn.execute("SELECT path, id, content_hash FROM images")}
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return {}
+
+
+class Reader(threading.Thread):
+    """Keeps the latest committed state a reader could see while a run goes on."""
+
+    def __init__(self, db: Path):
+        super().__init__(daemon=True)
+        self.db = db
+        self.seen: dict[bytes, tuple[int, bytes]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.seen = rows(self.db)
+            time.sleep(0.01)
+
+
+def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors: Vectors, library: Library):
+    db = home / "index.db"
+    if not db.exists():  # killed before it made one
+        assert not before
+        return
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        query = "SELECT id, path, content_hash, vector FROM images"
+        stored = {i: (p, h, v) for i, p, h, v in conn.execute(query)} if "images" in tables else {}
+    after = {p: (i, h) for i, (p, h, _) in stored.items()}
+    lost = set(before) - set(after)
+    assert not lost, f"committed rows lost by the kill: {sorted(lost)[:3]}"
+    if not stored:  # killed before its first batch (or mid-migration): the next open finishes the schema
+        Catalog.open(db).close()
+        return
+    fresh = vectors.of({h for _, h, _ in stored.values()})
+    for i, (path, h, blob) in stored.items():
+        got = np.frombuffer(blob, dtype=np.float32)
+        assert np.allclose(got, fresh[h], atol=1e-4), f"row {i} {path!r}: vector is not its content's"
+
+    catalog = Catalog.open(db)
+    try:
+        version, dim = catalog.vectors_version(), catalog.model()[1]  # type: ignore[index]
+        ids = np.array(sorted(stored), dtype=np.int64)
+        saved = vectors_file(home, version)
+        if saved.exists():  # the file for the current version is whole and equal, never half written
+            import faiss
+
+            index = faiss.read_index(str(saved))
+            assert sorted(faiss.vector_to_array(index.id_map)) == list(ids)
+        opened = VectorIndex.load_or_rebuild(catalog, home, dim, save=False)
+        assert sorted(faiss_ids(opened)) == list(ids)
+        for i in ids[:: max(1, len(ids) // 20)]:
+            assert np.allclose(opened.index.reconstruct(int(i)), np.frombuffer(stored[i][2], np.float32))
+    finally:
+        catalog.close()
+    assert len(library.search("a photo", top=5)) == min(5, len(stored))
+
+
+def faiss_ids(vectors: VectorIndex) -> list[int]:
+    import faiss
+
+    return [int(i) for i in faiss.vector_to_array(vectors.index.id_map)]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    yield
+    cli_process.kill_all()
+
+
+def test_sigkill_at_random_moments_never_loses_or_corrupts_anything(tiny_model, tmp_path):
+    rng = random.Random(SEED)
+    photos = Photos(tmp_path / "photos", rng)
+    photos.add(START_FILES)
+    home = tmp_path / "index"
+    db = home / "index.db"
+    log = tmp_path / "index.log"
+    encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
+    vectors = Vectors(encoder, photos, tmp_path)
+    argv = ["index", "-q", "-j", "1", "--home", str(home), "--model", tiny_model, "--device", "cpu"]
+    argv += ["--precision", "fp32", str(photos.folder)]
+    points = sorted(cli_process.KILL_POINTS)
+
+    killed: list[str] = []
+    rounds = 0
+    started = time.monotonic()
+    while len(killed) < KILLS:
+        rounds += 1
+        assert rounds <= 3 * KILLS, f"only {len(killed)} kills in {rounds - 1} rounds"
+        external = rounds % 2 == 1
+        name = points[(rounds // 2 - 1) % len(points)]
+        point = None if external else (name, rng.randint(1, CALLS_PER_ROUND.get(name, 1)))
+        reader = Reader(db)
+        reader.start()
+        process = cli_process.start(argv, log, point)
+        workers: set[int] = set()
+        if external:
+            deadline = time.monotonic() + rng.uniform(0.05, 2.5)
+            while time.monotonic() < deadline and process.is_alive():
+                workers.update(cli_process.children(process.pid))
+                time.sleep(0.02)
+            with_rows = reader.seen
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGKILL)
+        process.join(60)
+        reader.done.set()
+        reader.join()
+        if not external:
+            with_rows = reader.seen
+        assert process.exitcode in (0, -signal.SIGKILL), log.read_text(errors="replace")[-3000:]
+        if process.exitcode == -signal.SIGKILL:
+            killed.append("after a random delay" if external else point[0])  # type: ignore[index]
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{w}").exists() for w in workers):  # decoding workers end with their process
+            assert time.monotonic() < deadline, f"orphaned decoding workers {workers}"
+            time.sleep(0.05)
+        check_consistent(home, with_rows, vectors, Library(home, encoder=encoder))
+        photos.mutate()
+
+    process = cli_process.start(argv, log)  # and now a run that finishes
+    process.join(120)
+    assert process.exitcode == 0, log.read_text(errors="replace")[-3000:]
+    check_consistent(home, {}, vectors, Library(home, encoder=encoder))
+    on_disk = {
+        os.fsencode(p): hashlib.blake2b(p.read_bytes(), digest_size=16).digest() for p in photos.files()
+    }
+    assert {p: h for p, (_, h) in rows(db).items()} == on_disk  # same paths, same contents: nothing extra
+    catalog = Catalog.open(db)
+    version = catalog.vectors_version()
+    catalog.close()
+    assert [p.name for p in home.glob("*.faiss")] == [vectors_file(home, version).name]
+    assert not list(home.glob(".vectors-*"))  # temp files of killed saves are cleaned up
+    print(
+        f"{len(killed)} kills in {rounds} rounds, {time.monotonic() - started:.0f} s: "
+        + ", ".join(f"{k} x{killed.count(k)}" for k in sorted(set(killed)))
+    )

@@ -1,0 +1,190 @@
+"""The torch-free text path: tokenizer equal to open_clip's, the ONNX export equal to torch, and a cold CLI
+query that answers through it without importing torch, falling back to torch whenever it cannot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imgsearch import Library
+from imgsearch.encoder import Encoder
+from imgsearch.models import parse_model_spec
+from imgsearch.onnx_export import ensure_text_export, export_text, tokenizer_config
+from imgsearch.onnx_text import DATA_FILE, META_FILE, MODEL_FILE, OnnxText, export_folder
+from imgsearch.tokenizer import ClipTokenizer, open_clip_vocab, read_merges
+
+TEXTS = [
+    "",
+    " ",
+    "a photo of a dog",
+    "A PHOTO, of a Dog!!! (really?)",
+    "don't you're we've I'm they'll he'd it's DON'T",
+    "café naïve résumé Ünïcödé façade",
+    "東京タワー 北京 서울 Москва",
+    "🐶🐱 emoji 👍🏽 family 👨‍👩‍👧 flags 🇫🇷",
+    "tabs\tand\nnewlines   and    spaces\r\n",
+    "&amp; &lt;b&gt; &amp;amp; &#39;quoted&#39; &nbsp;",
+    "<start_of_text> typed special tokens <end_of_text>",
+    "numbers 1234567 and 3.14159, 2023-12-31",
+    "Ã©tÃ© mojibake that ftfy repairs",
+    "ＦＵＬＬ width ａｓｃｉｉ",
+    "hello_world snake_case #tag @user e-mail@example.com",
+    "\u200b zero\u00a0width and non-breaking",
+    "a" * 300,
+    "a long description of a scene " * 30,
+    # plain ASCII skips ftfy and the regex module: these must still match open_clip
+    "Tom's CAT'S dog'S it'll WE'D",
+    "C++ / C# .NET 1st 2nd 3rd %20 ~ ` ^ { } | \\ [x] (y) <z>",
+    "a & b, a &amp b, AT&T",
+    "vertical\x0btab, form\x0cfeed, bell\x07, \x1b[31mred\x1b[0m, del\x7f, nul\x00",
+    "\r\n\r\n",
+    "UPPER lower MiXeD",
+]
+
+
+@pytest.fixture
+def export_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSEARCH_TEXT_EXPORT", "1")  # conftest turns it off for the other tests
+
+
+@pytest.fixture(scope="module")
+def torch_encoder(tiny_model: str) -> Encoder:
+    return Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
+
+
+@pytest.mark.parametrize("clean", ["lower", "whitespace", "canonicalize"])
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_tokenizer_gives_open_clip_token_ids(clean, context_length):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    theirs = SimpleTokenizer(context_length=context_length, clean=clean)(TEXTS).numpy()
+    ours = ClipTokenizer(read_merges(open_clip_vocab()), context_length, clean)(TEXTS)
+    assert ours.dtype == np.int64 and ours.shape == (len(TEXTS), context_length)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_export_of_the_tiny_model_gives_the_torch_vectors(torch_encoder, tmp_path):
+    meta = export_text(torch_encoder, tmp_path / "export")
+    assert meta["supported"] and meta["verified"]["min_cos"] >= 0.9999
+    assert meta["tokenizer"] == {"kind": "clip-bpe", "context_length": 77, "clean": "lower"}
+    onnx = OnnxText.load(tmp_path / "export", meta)
+    assert onnx is not None
+    texts = [*TEXTS, "a red apple on a table", "mountain lake in winter"]
+    cos = (onnx.embed_texts(texts) * torch_encoder.embed_texts(texts)).sum(axis=1)
+    assert cos.min() >= 0.9999
+    assert not list(tmp_path.glob(".*"))  # the temporary folder is gone
+
+
+def _run(argv: list[str], env: dict[str, str]) -> tuple[list[str], set[str]]:
+    """`imgsearch ARGV` in a new process: its output lines and the modules it imported."""
+    code = (
+        "import json, sys\nfrom imgsearch.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    env = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    lines = done.stdout.splitlines()
+    return lines[:-1], set(json.loads(lines[-1]))
+
+
+def _query(argv: list[str], env: dict[str, str]) -> tuple[list[dict], set[str]]:
+    lines, loaded = _run(argv, env)
+    return [json.loads(line) for line in lines], loaded
+
+
+def test_a_cold_query_after_index_skips_torch_and_ranks_as_torch_does(cli, photos, export_on, isolated_home):
+    assert cli("index", photos).exit_code == 0  # the writer has the model loaded: it makes the export
+    argv = ["query", "a cat on a sofa", "--not", "people", "--json", "-n", "8"]
+    fast, loaded = _query(argv, {})
+    assert not {"torch", "open_clip", "torchvision", "ftfy", "regex"} & loaded  # plain ASCII: no ftfy either
+    assert "onnxruntime" in loaded
+    slow, loaded = _query(argv, {"IMGSEARCH_TEXT_EXPORT": "0"})
+    assert "torch" in loaded
+    assert [r["path"] for r in fast] == [r["path"] for r in slow]
+    assert np.allclose([r["score"] for r in fast], [r["score"] for r in slow], atol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["data file missing", "same size, garbage", "meta.json cut short"])
+def test_a_damaged_export_falls_back_to_torch_and_is_replaced(cli, photos, export_on, isolated_home, damage):
+    assert cli("index", photos).exit_code == 0
+    lib = Library()
+    spec = lib.model_spec()
+    folder = export_folder(isolated_home, spec.id)
+    expected = lib.search("a red apple", top=5)
+    assert lib._encoder is None  # answered by the export
+    if damage == "data file missing":
+        (folder / DATA_FILE).unlink()
+    elif damage == "same size, garbage":
+        size = (folder / MODEL_FILE).stat().st_size
+        (folder / MODEL_FILE).write_bytes(b"\x07" * size)
+    else:
+        text = (folder / META_FILE).read_text()
+        (folder / META_FILE).write_text(text[: len(text) // 2])
+    assert OnnxText.open(isolated_home, spec) is None
+    lib = Library()
+    again = lib.search("a red apple", top=5)
+    assert lib._encoder is not None  # the torch path answered...
+    assert [m.path for m in again] == [m.path for m in expected]
+    assert np.allclose([m.score for m in again], [m.score for m in expected], atol=1e-4)
+    assert OnnxText.open(isolated_home, spec) is not None  # ...and made the export again
+
+
+def test_a_library_holding_the_torch_encoder_keeps_it(cli, photos, export_on, torch_encoder):
+    assert cli("index", photos).exit_code == 0
+    lib = Library(encoder=torch_encoder)
+    assert lib.search("a dog", top=3)
+    assert lib._onnx_text is None
+
+
+def test_an_unsupported_tokenizer_is_recorded_and_keeps_the_torch_path(tiny_model, isolated_home, export_on):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
+    encoder.tokenizer = SimpleTokenizer(reduction_mask="simple")  # drops tokens at random: not reproducible
+    assert tokenizer_config(encoder.tokenizer) is None
+    ensure_text_export(encoder, isolated_home)
+    folder = export_folder(isolated_home, encoder.spec.id)
+    meta = json.loads((folder / META_FILE).read_text())
+    assert meta["supported"] is False and "tokenizer" in meta["reason"]
+    assert not (folder / MODEL_FILE).exists()
+    assert OnnxText.open(isolated_home, encoder.spec) is None
+    before = (folder / META_FILE).stat().st_mtime_ns
+    ensure_text_export(encoder, isolated_home)  # the verdict stands: no new attempt
+    assert (folder / META_FILE).stat().st_mtime_ns == before
+
+
+def test_an_export_that_fails_verification_is_not_installed(torch_encoder, tmp_path, monkeypatch):
+    import imgsearch.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "MIN_COS", 1.5)  # no export can pass this
+    meta = export_text(torch_encoder, tmp_path / "export")
+    assert meta["supported"] is False and "cosine" in meta["reason"]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [META_FILE]
+
+
+def test_replacing_local_weights_in_place_retires_the_export(tmp_path, isolated_home, export_on):
+    from tests.tiny_model import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "model")
+    spec = parse_model_spec(f"local-dir:{folder}")
+    ensure_text_export(Encoder.load(spec, device="cpu", precision="fp32"), isolated_home)
+    assert OnnxText.open(isolated_home, spec) is not None
+    save_tiny_model(folder, seed=1)
+    assert OnnxText.open(isolated_home, spec) is None
+
+
+def test_classify_labels_use_the_export_too(cli, photos, export_on):
+    assert cli("index", photos).exit_code == 0
+    argv = ["classify", "--labels", "a cat", "a dog", "a mountain", "food", "--csv"]
+    fast, loaded = _run(argv, {})
+    assert "torch" not in loaded
+    slow, loaded = _run(argv, {"IMGSEARCH_TEXT_EXPORT": "0"})
+    assert "torch" in loaded
+    assert len(fast) > 2
+    assert [line.split(",")[:2] for line in fast] == [line.split(",")[:2] for line in slow]  # path, label
