@@ -32,6 +32,70 @@ QUERIES = {
 }
 
 
+# The steps of `imgsearch query TEXT` in a new process, timed one by one (the CLI runs these same calls).
+BREAKDOWN = """
+import json, sys, time
+t = [time.perf_counter()]
+from imgsearch.cli import main
+from imgsearch.library import Library
+from imgsearch.query import Term, combine
+from imgsearch.search import _match
+t.append(time.perf_counter())
+library = Library()
+with library._reader() as (catalog, vectors, spec):
+    t.append(time.perf_counter())
+    words = library._text_encoder(spec)
+    t.append(time.perf_counter())
+    query = combine(words.embed_texts([sys.argv[1]]), [1.0])
+    t.append(time.perf_counter())
+    scores, ids = vectors.search(query, 10)
+    t.append(time.perf_counter())
+    rows = catalog.rows(int(i) for i in ids)
+    matches = [_match(rows[int(i)], float(s)) for s, i in zip(scores, ids)]
+    t.append(time.perf_counter())
+from imgsearch.cli.output import print_matches
+print_matches(matches, False, False, False)
+t.append(time.perf_counter())
+names = ["imports", "open index", "load text encoder", "encode text", "search", "metadata join", "print"]
+print(json.dumps({n: b - a for n, a, b in zip(names, t, t[1:])}), file=sys.stderr)
+"""
+
+
+def breakdown(env: dict[str, str], runs: int) -> dict[str, float]:
+    """Median seconds of each step of a cold text query, each run a new process."""
+    import subprocess
+
+    measured = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", BREAKDOWN, "a red apple on a table"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        measured.append(json.loads(done.stderr.strip().splitlines()[-1]))
+    return {step: statistics.median(m[step] for m in measured) for step in measured[0]}
+
+
+def with_server(env: dict[str, str], runs: int) -> dict[str, float]:
+    """The text query again while `imgsearch serve` runs for the index: the CLI hands it the query."""
+    import signal
+    import subprocess
+
+    server = subprocess.Popen(
+        [*imgsearch_command(), "serve", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        if "serving" not in line:
+            raise RuntimeError(f"imgsearch serve did not start: {line!r}")
+        return timed_runs([*imgsearch_command(), *QUERIES["text"]], env, runs)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
     run_timed(command, env)  # warm
     measured = [run_timed(command, env) for _ in range(runs)]
@@ -63,6 +127,8 @@ def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, ob
         for kind, args in QUERIES.items():
             command = [*imgsearch_command(), *(a.format(indexed=indexed, other=other) for a in args)]
             by_kind[kind] = timed_runs(command, env, runs)
+        by_kind["breakdown"] = breakdown(env, runs)
+        by_kind["text, server running"] = with_server(env, runs)
         by_kind["disk_bytes_per_image"] = sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / size
         results["sizes"][str(size)] = by_kind  # type: ignore[index]
     return results

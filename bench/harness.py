@@ -113,20 +113,36 @@ def query_section(s: Settings) -> list[str]:
         "",
         f"`imgsearch --help`: {help_s:.2f} s (target ≤ 0.2 s: {verdict(help_s, 0.2)}).",
         "",
-        "| images | text query | image query (indexed) | image query (new file) | RSS, text query "
-        "| index on disk per image |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| images | text query | text query, `serve` running | image query (indexed) "
+        "| image query (new file) | RSS, text query | index on disk per image |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, k in r["sizes"].items():
         n = int(size)
         text_s, text_target = k["text"]["wall_s"], 0.5 if n <= 100_000 else 1.0
         lines.append(
             f"| {n:,} | {text_s:.2f} s (≤ {text_target} s: {verdict(text_s, text_target)}) "
+            f"| {k['text, server running']['wall_s']:.2f} s "
             f"| {k['image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['image']['wall_s'], 0.7)}) "
             f"| {k['new image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['new image']['wall_s'], 0.7)}) "
             f"| {k['text']['peak_rss_mb']} MB"
             + (f" (≤ 512 MB: {verdict(k['text']['peak_rss_mb'], 512)})" if n == 100_000 else "")
             + f" | {k['disk_bytes_per_image']:,.0f} bytes |"
+        )
+    steps = list(next(iter(r["sizes"].values()))["breakdown"])
+    lines += [
+        "",
+        "Where a cold text query's time goes (median of new processes running the CLI's calls one by one; "
+        "`bench/cold_query.py` BREAKDOWN):",
+        "",
+        "| images | " + " | ".join(steps) + " |",
+        "| --- |" + " --- |" * len(steps),
+    ]
+    for size, k in r["sizes"].items():
+        lines.append(
+            f"| {int(size):,} | "
+            + " | ".join(f"{k['breakdown'][step] * 1000:.0f} ms" for step in steps)
+            + " |"
         )
     return lines
 
