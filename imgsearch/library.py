@@ -220,8 +220,9 @@ class Library:
                 _log.info("search index is now %s", indexer.vectors.describe())
             return report, indexer.vectors
         finally:
-            if indexer.vectors is not None and indexer.vectors.version == catalog.vectors_version():
-                indexer.vectors.save(self.home)
+            current = indexer.vectors
+            if current is not None and current.version == catalog.vectors_version() and current.unsaved:
+                current.save(self.home)  # a re-scan that changed nothing writes nothing
 
     def _write_lock(self) -> FileLock:
         try:

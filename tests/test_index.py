@@ -50,11 +50,15 @@ def test_first_index_embeds_every_photo_and_second_run_encodes_nothing(cli, phot
         "encoded": SAMPLE_COUNT,
     }
     assert indexed_paths(isolated_home) == files_on_disk(photos)
+    (saved,) = isolated_home.glob("vectors-*.faiss")
+    before = saved.stat()
 
     second = cli("index", photos)
     assert second.exit_code == 0
     assert summary(second.output)["unchanged"] == SAMPLE_COUNT
     assert summary(second.output)["encoded"] == 0
+    after = saved.stat()  # nothing changed, nothing written (a million-image index is gigabytes)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_index_without_folders_updates_every_known_folder(cli, photos, tmp_path):

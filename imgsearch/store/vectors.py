@@ -40,6 +40,7 @@ class VectorIndex:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.version = version
+        self.unsaved = index is None  # differs from its file: an unchanged index is not written again
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -57,6 +58,7 @@ class VectorIndex:
         index = cls(dim, version=version)
         if len(ids):
             index.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        index.unsaved = True
         return index
 
     @classmethod
@@ -87,6 +89,7 @@ class VectorIndex:
         (imgsearch.store.ann.plan). Returns what it did ('ivf': trained, 'exact': back to exact) or None.
         Training takes 1-2 minutes at a million images on 2 cores; queries meanwhile use the saved file."""
         todo = ann.plan(self.index, len(self), threshold)
+        self.unsaved |= todo is not None
         if todo == "ivf":
             self.index = ann.train_ivf(self.index)
         elif todo == "exact":
@@ -109,6 +112,7 @@ class VectorIndex:
             vectors = np.frombuffer(b"".join(changes.added.values()), dtype=np.float32).reshape(-1, self.dim)
             self.index.add_with_ids(vectors, ids)
         self.version = version
+        self.unsaved = True
 
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -147,6 +151,7 @@ class VectorIndex:
                 raise storage_error(e, home) from e
             raise
         _fsync_dir(home)
+        self.unsaved = False
         for old in home.iterdir():
             match = _FILE.match(old.name)
             if match and int(match.group(1)) < self.version:
