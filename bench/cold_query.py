@@ -78,7 +78,7 @@ def breakdown(env: dict[str, str], runs: int) -> dict[str, float]:
     return {step: statistics.median(m[step] for m in measured) for step in measured[0]}
 
 
-def with_server(env: dict[str, str], runs: int) -> dict[str, float]:
+def with_server(env: dict[str, str], runs: int, images: dict[str, Path]) -> dict[str, dict[str, float]]:
     """The text query again while `imgsearch serve` runs for the index: the CLI hands it the query."""
     import signal
     import subprocess
@@ -90,7 +90,10 @@ def with_server(env: dict[str, str], runs: int) -> dict[str, float]:
         line = server.stdout.readline() if server.stdout else ""
         if "serving" not in line:
             raise RuntimeError(f"imgsearch serve did not start: {line!r}")
-        return timed_runs([*imgsearch_command(), *QUERIES["text"]], env, runs)
+        return {
+            kind: timed_runs([*imgsearch_command(), *(a.format(**images) for a in QUERIES[kind])], env, runs)
+            for kind in ("text", "new image")
+        }
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -128,7 +131,7 @@ def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, ob
             command = [*imgsearch_command(), *(a.format(indexed=indexed, other=other) for a in args)]
             by_kind[kind] = timed_runs(command, env, runs)
         by_kind["breakdown"] = breakdown(env, runs)
-        by_kind["text, server running"] = with_server(env, runs)
+        by_kind["server running"] = with_server(env, runs, {"indexed": indexed, "other": other})
         by_kind["disk_bytes_per_image"] = sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / size
         results["sizes"][str(size)] = by_kind  # type: ignore[index]
     return results

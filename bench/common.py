@@ -151,17 +151,36 @@ def synthetic_library(
 
 
 def run_timed(command: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run a command to completion: wall seconds, peak RSS in MB (its own, from wait4), and its stdout."""
+    """Run a command to completion: wall seconds, its peak RSS in MB, and its stdout.
+
+    The peak is the process's own VmHWM, read from /proc while it runs (the last reading before it exits).
+    Not wait4's ru_maxrss: Linux carries the parent's high-water mark across fork and exec, so a child of
+    a big benchmark process would report the parent's memory."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout = process.stdout.read() if process.stdout else b""
-    stderr = process.stderr.read() if process.stderr else b""
-    _, status, usage = os.wait4(process.pid, 0)
+    peak_kb = 0
+    output: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(
+            target=lambda: output.__setitem__("out", process.stdout.read() if process.stdout else b"")
+        ),
+        threading.Thread(
+            target=lambda: output.__setitem__("err", process.stderr.read() if process.stderr else b"")
+        ),
+    ]
+    for reader in readers:
+        reader.start()
+    while process.poll() is None:
+        peak_kb = max(peak_kb, _status_kb(process.pid, "VmHWM:"))
+        time.sleep(0.005)
+    for reader in readers:
+        reader.join()
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {stderr.decode()[-2000:]}")
-    return seconds, usage.ru_maxrss // 1024, stdout.decode(errors="replace")
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({process.returncode}): {output['err'].decode()[-2000:]}"
+        )
+    return seconds, peak_kb // 1024, output["out"].decode(errors="replace")
 
 
 class TreeMemory:
@@ -199,9 +218,13 @@ def _tree(pid: int) -> list[int]:
 
 
 def _rss_kb(pid: int) -> int:
+    return _status_kb(pid, "VmRSS:")
+
+
+def _status_kb(pid: int, field: str) -> int:
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
 

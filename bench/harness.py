@@ -113,21 +113,23 @@ def query_section(s: Settings) -> list[str]:
         "",
         f"`imgsearch --help`: {help_s:.2f} s (target ≤ 0.2 s: {verdict(help_s, 0.2)}).",
         "",
-        "| images | text query | text query, `serve` running | image query (indexed) "
-        "| image query (new file) | RSS, text query | index on disk per image |",
+        "| images | text query | image query (indexed) | image query (new file) | RSS, text query "
+        "| with `serve` running: text / new image | index on disk per image |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, k in r["sizes"].items():
         n = int(size)
         text_s, text_target = k["text"]["wall_s"], 0.5 if n <= 100_000 else 1.0
+        served = k["server running"]
+        served_text, served_image = served["text"]["wall_s"], served["new image"]["wall_s"]
         lines.append(
             f"| {n:,} | {text_s:.2f} s (≤ {text_target} s: {verdict(text_s, text_target)}) "
-            f"| {k['text, server running']['wall_s']:.2f} s "
             f"| {k['image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['image']['wall_s'], 0.7)}) "
             f"| {k['new image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['new image']['wall_s'], 0.7)}) "
             f"| {k['text']['peak_rss_mb']} MB"
             + (f" (≤ 512 MB: {verdict(k['text']['peak_rss_mb'], 512)})" if n == 100_000 else "")
-            + f" | {k['disk_bytes_per_image']:,.0f} bytes |"
+            + f" | {served_text:.2f} s ({verdict(served_text, text_target)}) / {served_image:.2f} s "
+            f"({verdict(served_image, 0.7)}) | {k['disk_bytes_per_image']:,.0f} bytes |"
         )
     steps = list(next(iter(r["sizes"].values()))["breakdown"])
     lines += [
