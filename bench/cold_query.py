@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import imgsearch_command, make_model, make_photos, run_timed, synthetic_library
+from common import imgsearch_command, make_model, make_photos, run_timed, running_server, synthetic_library
 
 QUERIES = {
     "text": ["query", "a red apple on a table"],
@@ -79,24 +79,12 @@ def breakdown(env: dict[str, str], runs: int) -> dict[str, float]:
 
 
 def with_server(env: dict[str, str], runs: int, images: dict[str, Path]) -> dict[str, dict[str, float]]:
-    """The text query again while `imgsearch serve` runs for the index: the CLI hands it the query."""
-    import signal
-    import subprocess
-
-    server = subprocess.Popen(
-        [*imgsearch_command(), "serve", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        line = server.stdout.readline() if server.stdout else ""
-        if "serving" not in line:
-            raise RuntimeError(f"imgsearch serve did not start: {line!r}")
+    """The queries again while `imgsearch serve` runs for the index: the CLI hands them to it."""
+    with running_server(env):
         return {
             kind: timed_runs([*imgsearch_command(), *(a.format(**images) for a in QUERIES[kind])], env, runs)
             for kind in ("text", "new image")
         }
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, float]:

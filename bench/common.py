@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import platform
-import resource
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -229,9 +229,19 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def peak_rss_mb() -> int:
-    """This process's peak resident memory so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+@contextlib.contextmanager
+def running_server(env: dict[str, str]) -> Iterator[str]:
+    """A real `imgsearch serve --port 0` for the index that `env` names; yields its URL, stops it after."""
+    command = [*imgsearch_command(), "serve", "--port", "0"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if "serving" not in line:
+            raise RuntimeError(f"imgsearch serve did not start: {line!r}")
+        yield line.split(" at ", 1)[1].split()[0]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def machine() -> str:

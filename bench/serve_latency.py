@@ -17,9 +17,7 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import imgsearch_command, machine, make_model, synthetic_library
+from common import machine, make_model, running_server, synthetic_library
 
 WORDS = ["apple", "beach", "car", "dog", "forest", "mountain", "lake", "city", "night", "snow", "cat", "boat"]
 TARGET_P50_MS = 30.0
@@ -88,17 +86,11 @@ def in_process(home: Path, queries: list[str]) -> dict[str, float]:
     return {**percentiles(samples), "cpu_p50_ms": round(statistics.median(cpu), 2)}
 
 
-def serve(home: Path) -> tuple[subprocess.Popen[str], str]:
+def server_env(home: Path) -> dict[str, str]:
     env = {**os.environ, "IMGSEARCH_HOME": str(home)}
     env.pop("IMGSEARCH_MODEL", None)
     env.pop("IMGSEARCH_TOKEN", None)
-    command = [*imgsearch_command(), "serve", "--port", "0"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = process.stdout.readline() if process.stdout else ""
-    if "serving" not in line:
-        process.kill()
-        raise RuntimeError(f"imgsearch serve did not start: {line!r}")
-    return process, line.split(" at ", 1)[1].split()[0]
+    return env
 
 
 def main() -> None:
@@ -122,12 +114,8 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             home = work / f"home-{size}"
             synthetic_library(home, parse_model_spec(spec).id, dim, work / "photos", size)
-            process, url = serve(home)
-            try:
+            with running_server(server_env(home)) as url:
                 http_ms = through_http(url, queries)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
             direct_ms = in_process(home, queries)
             results[str(size)] = {"http": http_ms, "in_process": direct_ms}
             if not args.json:

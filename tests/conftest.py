@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +77,17 @@ def indexed(cli, photos) -> Path:
     result = cli("index", photos)
     assert result.exit_code == 0, result.output
     return photos
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[str]:
+    """A real `imgsearch serve --port 0` subprocess with `env`; yields the URL it prints, stops it after."""
+    command = [sys.executable, "-m", "imgsearch", "serve", "--port", "0"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert "serving" in line, line
+        yield line.split(" at ", 1)[1].split()[0]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch.library import Library
-from tests.conftest import SAMPLE_PHOTOS
+from tests.conftest import SAMPLE_PHOTOS, serving
 
 TOKEN = "client-t0ken"
 PROBE = (
@@ -36,15 +35,8 @@ def served(tmp_path_factory, tiny_model) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("client") / "home"
     Library(home, model=tiny_model).index([SAMPLE_PHOTOS])
     env = {**os.environ, "IMGSEARCH_HOME": str(home), "IMGSEARCH_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "imgsearch", "serve", "--port", "0"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        assert "serving" in line, line
+    with serving(env):
         yield home
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
     assert not (home / "server.json").exists()
 
 

@@ -8,16 +8,13 @@ A screenshot of the results is saved as tests/artifacts/serve-results.png.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from imgsearch.library import Library
-from tests.conftest import REPO, SAMPLE_COUNT, SAMPLE_PHOTOS
+from tests.conftest import REPO, SAMPLE_COUNT, SAMPLE_PHOTOS, serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -56,15 +53,8 @@ def server(tmp_path_factory, tiny_model) -> Iterator[str]:
     home = tmp_path_factory.mktemp("browser") / "home"
     Library(home, model=tiny_model).index([SAMPLE_PHOTOS])
     env = {**os.environ, "IMGSEARCH_HOME": str(home), "IMGSEARCH_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "imgsearch", "serve", "--port", "0"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        assert "serving" in line, line
-        yield line.split(" at ", 1)[1].split()[0]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with serving(env) as url:
+        yield url
 
 
 def _thumbnails_loaded(page, at_least: int) -> None:
