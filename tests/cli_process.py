@@ -8,7 +8,8 @@ process, which a real SIGKILL ends, with real decoding workers of its own.
 
 A child can be armed to SIGKILL itself at an exact point (see KILL_POINTS): the n-th hash, model load,
 embedding, row insert inside a write transaction, just after a commit, halfway through writing the FAISS
-file, between writing and renaming it, after renaming it.
+file, between writing and renaming it, after renaming it. Or it can be held at such a point until a file
+appears (`hold`), so that a test knows for sure that it is in the middle of its work.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,11 +52,20 @@ KILL_POINTS: dict[str, tuple[str, str, str, str]] = {
 _started: list[Any] = []
 
 
-def start(argv: list[str], log: Path, kill_point: tuple[str, int] | None = None) -> Any:
-    """Start `imgsearch ARGV` in a forked child; returns the started multiprocessing Process."""
+def start(
+    argv: list[str],
+    log: Path,
+    kill_point: tuple[str, int] | None = None,
+    hold: tuple[str, int, Path] | None = None,
+) -> Any:
+    """Start `imgsearch ARGV` in a forked child; returns the started multiprocessing Process.
+
+    `kill_point` (point, n): SIGKILL at the n-th call at that point. `hold` (point, n, release): wait at the
+    n-th call until the file `release` exists, then go on.
+    """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
-    process = context.Process(target=_main, args=(argv, str(log), kill_point))
+    process = context.Process(target=_main, args=(argv, str(log), kill_point, hold))
     process.start()
     _started.append(process)
     return process
@@ -69,7 +80,9 @@ def kill_all() -> None:
         process.join()
 
 
-def _main(argv: list[str], log: str, kill_point: tuple[str, int] | None) -> None:
+def _main(
+    argv: list[str], log: str, kill_point: tuple[str, int] | None, hold: tuple[str, int, Path] | None
+) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -83,6 +96,8 @@ def _main(argv: list[str], log: str, kill_point: tuple[str, int] | None) -> None
     resource_tracker._resource_tracker._pid = None
     if kill_point is not None:
         _arm(*kill_point)
+    if hold is not None:
+        _hold(*hold)
     from imgsearch.cli import main
 
     main(argv, prog_name="imgsearch")
@@ -90,14 +105,7 @@ def _main(argv: list[str], log: str, kill_point: tuple[str, int] | None) -> None
 
 def _arm(point: str, nth: int) -> None:
     """Make the n-th call at `point` SIGKILL this process (before or after the call does its work)."""
-    import importlib
-
-    module_name, attribute, when, kind = KILL_POINTS[point]
-    owner: Any = importlib.import_module(module_name)
-    *parents, name = attribute.split(".")
-    for parent in parents:
-        owner = getattr(owner, parent)
-    original: Callable[..., Any] = getattr(owner, name)
+    owner, name, original, when, kind = _point(point)
     calls = 0
     lock = threading.Lock()
 
@@ -116,6 +124,37 @@ def _arm(point: str, nth: int) -> None:
         return result
 
     setattr(owner, name, staticmethod(wrapper) if kind == "classmethod" else wrapper)
+
+
+def _hold(point: str, nth: int, release: Path) -> None:
+    """Make the n-th call at `point` wait (at most 5 minutes) until the file `release` exists."""
+    owner, name, original, _, kind = _point(point)
+    calls = 0
+    lock = threading.Lock()
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        with lock:
+            calls += 1
+            hit = calls == nth
+        deadline = time.monotonic() + 300
+        while hit and not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, staticmethod(wrapper) if kind == "classmethod" else wrapper)
+
+
+def _point(point: str) -> tuple[Any, str, Callable[..., Any], str, str]:
+    """The owner of the function at `point`, its name there, the function, when and how it is bound."""
+    import importlib
+
+    module_name, attribute, when, kind = KILL_POINTS[point]
+    owner: Any = importlib.import_module(module_name)
+    *parents, name = attribute.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    return owner, name, getattr(owner, name), when, kind
 
 
 def children(pid: int) -> list[int]:

@@ -106,16 +106,19 @@ def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
     queries.start()
     try:
         # index + index, index + watch: the second writer is refused while the first one works
+        # (the first run is held after its first committed batch until both have been refused, so that it
+        # is sure to be still at work however fast or slow this machine is)
         add_images(folder, 20, 200)
-        first = cli_process.start(index, tmp_path / "first.log")
+        go_on = tmp_path / "go-on"
+        first = cli_process.start(index, tmp_path / "first.log", hold=("embedding a batch", 2, go_on))
         wait_for(lambda: len(committed(db)) > 20 or not first.is_alive(), "a first batch")
-        assert first.is_alive(), (
-            "the first run ended before the second writer started: make the folder larger"
-        )
+        assert first.is_alive(), (tmp_path / "first.log").read_text()
         for argv in (index, watch):
             second_log = tmp_path / f"second-{argv[0]}.log"
-            assert run(argv, second_log) == 1
+            assert run(argv, second_log) == 1, log_text(second_log)
             assert BUSY in second_log.read_text()
+        assert first.is_alive()
+        go_on.touch()
         first.join(120)
         assert first.exitcode == 0, (tmp_path / "first.log").read_text()
         assert committed(db) == on_disk(folder)
