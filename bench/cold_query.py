@@ -112,7 +112,7 @@ def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, ob
     for size in sizes:
         home = work / f"home-{size}"
         synthetic_library(home, model_id, dim, work / "photos", size, real_files=[indexed])
-        Library(home).index()  # the writer's work after a run: the approximate index above its threshold
+        Library(home).index()  # as after a real run: the text export for torch-free queries
         env = {**base_env, "IMGSEARCH_HOME": str(home)}
         by_kind = {}
         for kind, args in QUERIES.items():

@@ -104,8 +104,8 @@ def synthetic_library(
 
     The first len(real_files) rows are those real files (their true hash, size and mtime); the rest are
     `synthetic_path`s under `root`, which need not exist (`on_disk`: they do, and their stat is recorded).
-    Rows go in 20,000 per transaction, then the FAISS file is built (exact; `index` trains above the
-    approximate index's threshold).
+    Rows go in 20,000 per transaction, then the FAISS file is built as `imgsearch index` leaves it: exact,
+    or trained as the approximate index from its threshold on (imgsearch.store.ann).
     """
     from imgsearch.decode import hash_file
     from imgsearch.store.catalog import Catalog, Content, _content_values
@@ -145,7 +145,9 @@ def synthetic_library(
 
     catalog = Catalog.open(home / "index.db")
     try:
-        VectorIndex.load_or_rebuild(catalog, home, dim)
+        vectors = VectorIndex.load_or_rebuild(catalog, home, dim)
+        if vectors.fit():
+            vectors.save(home)
     finally:
         catalog.close()
 

@@ -74,7 +74,7 @@ def in_process(home: Path, queries: list[str]) -> dict[str, float]:
 
     torch.set_num_threads(1)  # as the server runs
     library = Library(home)
-    library.encoder()  # the torch encoder, held, as the server holds it (else the ONNX text export answers)
+    library.warm_up()  # as the server starts: the model loaded, the text export opened for many queries
     for text in texts(20):
         library.search(text)
     samples, cpu = [], []
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="Print the results as one JSON object.")
     args = parser.parse_args()
+    from imgsearch.library import Library
     from imgsearch.models import parse_model_spec
 
     queries = texts(args.queries + 20)[20:]
@@ -114,6 +115,7 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             home = work / f"home-{size}"
             synthetic_library(home, parse_model_spec(spec).id, dim, work / "photos", size)
+            Library(home).index()  # as after a real run: the text export the server encodes queries with
             with running_server(server_env(home)) as url:
                 http_ms = through_http(url, queries)
             direct_ms = in_process(home, queries)

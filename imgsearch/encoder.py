@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .decode import Preprocess
 from .errors import ModelUnavailable, UsageError
 from .models import CONFIG_FILE, DEVICES, PRECISIONS, ModelSpec
+from .tokenizer import trim_padding
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +64,8 @@ class Encoder:
 
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, runtime: Runtime):
         import torch
+
+        from .decode import Preprocess  # here, not at the top: a torch-free text query never needs Pillow
 
         self.spec = spec
         self.model = model
@@ -140,8 +142,8 @@ class Encoder:
 
         with torch.inference_mode():
             tokens = self.tokenizer(texts).to(self.runtime.device)
-            if _causal_text_tower(self.model):
-                return self._unit(_encode_text_trimmed(self.model, tokens))
+            if causal_text_tower(self.model):
+                return self._unit(encode_text_prefix(self.model, trim_padding(tokens)))
             return self._unit(self.model.encode_text(tokens))
 
     @staticmethod
@@ -151,9 +153,9 @@ class Encoder:
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _causal_text_tower(model: Any) -> bool:
+def causal_text_tower(model: Any) -> bool:
     """Whether `model` is open_clip's CLIP with a causal text transformer pooled at the end-of-text token:
-    then the padding after that token cannot change the embedding, and _encode_text_trimmed may skip it."""
+    then the padding after that token cannot change the embedding, and encode_text_prefix may skip it."""
     from open_clip.model import CLIP
 
     return (
@@ -164,15 +166,14 @@ def _causal_text_tower(model: Any) -> bool:
     )
 
 
-def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP.encode_text over only the positions up to the last end-of-text token instead of the whole
-    77-token context. Under the causal mask no position sees a later one, so the pooled output is the same
-    (to float rounding), at a fraction of the cost: a short query is about 10 tokens, not 77."""
+def encode_text_prefix(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text over only the positions given instead of the whole 77-token context: `tokens`
+    trimmed by trim_padding. Under the causal mask no position sees a later one, so the pooled output is
+    the same (to float rounding), at a fraction of the cost: a short query is about 10 tokens, not 77.
+    The length is read from the tensor's shape, so the ONNX export traces it as a variable."""
     import torch
     from open_clip.transformer import text_global_pool
 
-    length = int((tokens != 0).sum(dim=1).max())  # padding is token 0
-    tokens = tokens[:, : max(length, 1)]
     n = tokens.shape[1]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)

@@ -12,23 +12,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from .classify import Classification, ZeroShot, check_arguments, with_wanted
-from .decode import decode_file, hash_file
 from .duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
 from .encoder import Encoder
 from .errors import DecodeError, IndexBusy, IndexNotFound, ModelMismatch, UsageError
 from .events import IndexEvents
 from .home import default_home
-from .indexer import Indexer, IndexReport
 from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
 from .onnx_text import OnnxText
 from .query import Filters, Term, combine
@@ -37,10 +36,16 @@ from .search import Match, allowed_ids, nearest
 from .store.catalog import Catalog, storage_error
 from .store.vectors import VectorIndex, describe_file, remove_stale_temp_files, vectors_file
 
+if TYPE_CHECKING:  # the indexer (multiprocessing, Pillow) and the write lock are for writers only
+    from filelock import FileLock
+
+    from .indexer import IndexReport
+
 _log = logging.getLogger("imgsearch")
 
 DB_FILE = "index.db"
 LOCK_FILE = "write.lock"
+TEXT_CACHE = 512  # query and label texts whose vectors a Library keeps (2 KB each at 512-d)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,10 @@ class Library:
         self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
         self._onnx_text: tuple[ModelSpec, OnnxText | None] | None = None  # the torch-free text encoder
         self._export_offered: set[str] = set()  # models whose text export was checked by this Library
+        self._warm = False  # set by warm_up: many queries will follow
+        self._kept: Catalog | None = None  # see _kept_catalog
+        self._kept_identity: tuple[int, int] | None = None
+        self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # see _embed_texts
 
     @property
     def db_path(self) -> Path:
@@ -213,6 +222,8 @@ class Library:
             vectors = (
                 VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
             )
+        from .indexer import Indexer
+
         indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), spec.id, events, self.workers)
         try:
             report = indexer.run(roots)
@@ -225,6 +236,8 @@ class Library:
                 current.save(self.home)  # a re-scan that changed nothing writes nothing
 
     def _write_lock(self) -> FileLock:
+        from filelock import FileLock, Timeout
+
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             lock = FileLock(self.home / LOCK_FILE)
@@ -271,7 +284,7 @@ class Library:
             raise UsageError(f"sort by 'score' or 'date', not {sort!r}")
         with self._reader() as (catalog, vectors, spec):
             texts = [t.value for t in terms if t.kind == "text"]
-            text_vectors = iter(self._text_encoder(spec).embed_texts(texts) if texts else [])
+            text_vectors = iter(self._embed_texts(spec, texts) if texts else [])
             parts, exclude = [], set()
             for term in terms:
                 if term.kind == "text":
@@ -293,6 +306,8 @@ class Library:
 
     def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
         """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
+        from .decode import decode_file, hash_file
+
         path = absolute(image)
         if not os.path.isfile(path):
             raise UsageError(f"no such image file: {os.fsdecode(path)}")
@@ -363,8 +378,9 @@ class Library:
         has less than `min_prob` are left out; `temperature` replaces the model's logit scale by 1/T."""
         check_arguments(labels, temperature, min_prob)
         with self._reader() as (catalog, vectors, spec):
-            words = self._text_encoder(spec)
-            zero_shot = ZeroShot.prepare(labels, words.embed_texts, words.logit_scale, temperature)
+            embed = partial(self._embed_texts, spec)
+            scale = self._text_encoder(spec).logit_scale
+            zero_shot = ZeroShot.prepare(labels, embed, scale, temperature)
             batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
             return list(zero_shot.classify(batches, min_prob))
 
@@ -399,8 +415,9 @@ class Library:
         if len(label_set) < 2:
             raise UsageError("a label filter needs other labels to compare with, e.g. --labels dog car")
         check_arguments(label_set, temperature, min_prob)
-        words = self._text_encoder(spec)
-        zero_shot = ZeroShot.prepare(label_set, words.embed_texts, words.logit_scale, temperature)
+        embed = partial(self._embed_texts, spec)
+        scale = self._text_encoder(spec).logit_scale
+        zero_shot = ZeroShot.prepare(label_set, embed, scale, temperature)
         batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
         return zero_shot.ids_with(batches, wanted, min_prob)
 
@@ -434,26 +451,72 @@ class Library:
             self._encoder = Encoder.load(spec, self.device, self.precision)
         return self._encoder
 
-    def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
-        """What encodes texts (queries, labels): the torch encoder when this Library holds it already, else
-        the model's ONNX text export (imgsearch.onnx_text: no torch import, so a cold query is fast) when it
-        runs on the CPU in fp32 or auto numerics, else the torch encoder, which then makes the export.
+    def _embed_texts(self, spec: ModelSpec, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors for `texts`, the last TEXT_CACHE texts' from memory: a long-lived Library (the
+        server) pages through results, repeats queries and label filters, and each would otherwise cost a
+        run of the text tower (~35 ms on one CPU core for ViT-B-32)."""
+        found: dict[str, np.ndarray] = {}
+        for text in texts:
+            vector = self._text_vectors.get((spec.id, text))
+            if vector is not None:
+                self._text_vectors.move_to_end((spec.id, text))
+                found[text] = vector
+        missing = [text for text in dict.fromkeys(texts) if text not in found]
+        if missing:
+            for text, vector in zip(missing, self._text_encoder(spec).embed_texts(missing), strict=True):
+                vector.setflags(write=False)  # shared by later queries: nobody may change it in place
+                found[text] = self._text_vectors[(spec.id, text)] = vector
+            while len(self._text_vectors) > TEXT_CACHE:
+                self._text_vectors.popitem(last=False)
+        return np.stack([found[text] for text in texts])
 
-        A machine with CUDA also takes the export under --device auto: one query's text encoding is
-        milliseconds either way, and the cold cost is importing torch, not the arithmetic."""
-        held = self._encoder is not None and self._encoder.spec == spec
-        if not held and self.device in ("auto", "cpu") and self.precision in ("auto", "fp32"):
+    def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
+        """What encodes texts (queries, labels): the model's ONNX text export (imgsearch.onnx_text: no torch
+        import, so a cold query is fast, and over only the query's tokens it is also faster warm) when the
+        numerics are the CPU's fp32 or auto and no GPU encoder is held; else the torch encoder, which then
+        makes the export for next time.
+
+        A machine with CUDA also takes the export under --device auto until the model is loaded: one
+        query's text encoding is milliseconds either way, and the cold cost is importing torch."""
+        held = self._encoder if self._encoder is not None and self._encoder.spec == spec else None
+        on_cpu = held is None or held.runtime.device == "cpu"
+        if on_cpu and self.device in ("auto", "cpu") and self.precision in ("auto", "fp32"):
             if self._onnx_text is None or self._onnx_text[0] != spec:
-                self._onnx_text = (spec, OnnxText.open(self.home, spec))
+                self._onnx_text = (spec, OnnxText.open(self.home, spec, warm=self._warm))
             if self._onnx_text[1] is not None:
                 return self._onnx_text[1]
         encoder = self.encoder(spec)
         self._offer_text_export(spec)
         return encoder
 
+    def _kept_catalog(self) -> Catalog:
+        """The catalog a warm Library keeps open between queries (opening one costs a few milliseconds),
+        as long as the database is the same file; every read is still a fresh snapshot."""
+        try:
+            st = os.stat(self.db_path)
+            identity = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self._kept is None or self._kept_identity != identity:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
+            self._kept = Catalog.open(self.db_path)
+            self._kept_identity = identity
+        return self._kept
+
+    def warm_up(self) -> None:
+        """Load now what queries need, set up for many of them (a server): the model, and the text export
+        with its weights prepacked for this CPU (see imgsearch.onnx_text.open_session)."""
+        spec = self.model_spec()
+        self._warm = True
+        self._onnx_text = None
+        self.encoder(spec)
+        self._text_encoder(spec)
+
     def _offer_text_export(self, spec: ModelSpec, events: IndexEvents | None = None) -> None:
         """With the torch encoder loaded, make the ONNX text export if the index home lacks a usable one
-        (once per Library and model; seconds, once per home; a failure only logs)."""
+        (once per Library and model; seconds, once per home; a failure only logs); the next text uses it."""
         if spec.id in self._export_offered or self._encoder is None or self._encoder.spec != spec:
             return
         self._export_offered.add(spec.id)
@@ -461,6 +524,7 @@ class Library:
 
         tell = partial(events.preparing, "preparing fast text queries (once per model)") if events else None
         ensure_text_export(self._encoder, self.home, tell)
+        self._onnx_text = None
 
     def _model_for(self, catalog: Catalog) -> tuple[ModelSpec, int | None]:
         """The model this index uses: the recorded one (a different request is refused), else the request."""
@@ -489,7 +553,7 @@ class _Reader:
 
     def __enter__(self) -> tuple[Catalog, VectorIndex, ModelSpec]:
         lib = self.library
-        self.catalog = Catalog.open(lib.db_path)
+        self.catalog = lib._kept_catalog() if lib._warm else Catalog.open(lib.db_path)
         spec, dim = lib._model_for(self.catalog)
         if dim is None:
             raise IndexNotFound(f"the index at {lib.home} has no images yet: run `imgsearch index FOLDER`")
@@ -499,7 +563,7 @@ class _Reader:
         return self.catalog, vectors, spec
 
     def __exit__(self, *exc: object) -> None:
-        if self.catalog is not None:
+        if self.catalog is not None and self.catalog is not self.library._kept:
             self.catalog.close()
 
 

@@ -17,12 +17,13 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .encoder import Encoder
+from .encoder import Encoder, causal_text_tower, encode_text_prefix
 from .onnx_text import (
     DATA_FILE,
     FILES,
@@ -100,11 +101,13 @@ def export_text(encoder: Encoder, folder: Path) -> dict[str, Any]:
         return _write_meta_only(
             folder, encoder, "the model's tokenizer is not open_clip's CLIP BPE tokenizer"
         )
+    if not causal_text_tower(encoder.model):
+        return _write_meta_only(folder, encoder, "the text tower is not open_clip's causal CLIP transformer")
     tmp = _temp_folder(folder)
     try:
         (tmp / MERGES_FILE).write_text("\n".join(read_merges(open_clip_vocab())), encoding="utf-8")
         reference = _fp32_cpu(encoder)
-        _export_onnx(reference, tmp, tokenizer["context_length"])
+        _export_onnx(reference, tmp)
         meta = _meta(encoder, tokenizer=tokenizer, dim=reference.dim, logit_scale=reference.logit_scale)
         meta["files"] = {name: (tmp / name).stat().st_size for name in FILES}
         meta.update(_verify(reference, tmp, meta))
@@ -153,9 +156,14 @@ def _fp32_cpu(encoder: Encoder) -> Encoder:
     return Encoder.load(encoder.spec, device="cpu", precision="fp32")
 
 
-def _export_onnx(encoder: Encoder, folder: Path, context_length: int) -> None:
+def _export_onnx(encoder: Encoder, folder: Path) -> None:
     """torch.onnx (TorchScript exporter) to a raw file, then ONNX Runtime's offline graph optimisation into
-    text.onnx with the weights in text.onnx.data, so a query's session starts without optimising."""
+    text.onnx with the weights in text.onnx.data, so a query's session starts without optimising.
+
+    The graph is encode_text_prefix with a variable number of tokens, so a query runs the tower over its
+    ~10 tokens, not the whole context (4-7x less work). torch's MultiheadAttention would fix the length it
+    was traced with into its reshapes; each block's attention is swapped, for the export only, for the same
+    arithmetic written with shapes the tracer keeps symbolic. _verify checks the result, lengths 2 to 77."""
     import onnxruntime as ort
     import torch
 
@@ -165,12 +173,12 @@ def _export_onnx(encoder: Encoder, folder: Path, context_length: int) -> None:
             self.model = model
 
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_text(tokens)
+            return encode_text_prefix(self.model, tokens)
 
     raw = folder / "raw.onnx"
-    tokens = torch.zeros((2, context_length), dtype=torch.long)
-    tokens[:, 0], tokens[:, 1] = 49406, 49407
-    with torch.no_grad(), warnings.catch_warnings():
+    tokens = torch.zeros((2, 8), dtype=torch.long)
+    tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, 320, 49407
+    with torch.no_grad(), warnings.catch_warnings(), _traceable_attention(encoder.model):
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and opset notes are not for users
         torch.onnx.export(
             TextTower(encoder.model).eval(),
@@ -178,13 +186,13 @@ def _export_onnx(encoder: Encoder, folder: Path, context_length: int) -> None:
             str(raw),
             input_names=[INPUT],
             output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamic_axes={INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )
     options = ort.SessionOptions()
-    # EXTENDED fuses attention, GELU and layer norm into CPU kernels; ALL would add layouts tied to this
-    # processor, and the index folder may move to another machine.
+    # EXTENDED fuses GELU and layer norm into CPU kernels; ALL would add layouts tied to this processor,
+    # and the index folder may move to another machine.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(folder / MODEL_FILE)
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
@@ -196,8 +204,47 @@ def _export_onnx(encoder: Encoder, folder: Path, context_length: int) -> None:
     raw.unlink()
 
 
+@contextlib.contextmanager
+def _traceable_attention(model: Any) -> Iterator[None]:
+    """Give each text block an `attention` that computes what open_clip's ResidualAttentionBlock.attention
+    computes (nn.MultiheadAttention, batch first, no separate key/value input) with reshapes by -1, then
+    take it away again. Blocks of another kind keep theirs (and _verify then tells whether that works)."""
+    import torch
+    from open_clip.transformer import ResidualAttentionBlock
+
+    def attention(
+        block: Any, q_x: torch.Tensor, k_x: Any = None, v_x: Any = None, attn_mask: Any = None
+    ) -> torch.Tensor:
+        mha = block.attn
+        q, k, v = torch.nn.functional.linear(q_x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(-1, (mha.num_heads, -1)).transpose(1, 2)
+
+        mask = attn_mask.to(q_x.dtype) if attn_mask is not None else None
+        out = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
+        return mha.out_proj(out.transpose(1, 2).flatten(2))
+
+    patched = [
+        block
+        for block in model.transformer.resblocks
+        if type(block) is ResidualAttentionBlock
+        and isinstance(block.attn, torch.nn.MultiheadAttention)
+        and block.attn.batch_first
+        and block.attn.in_proj_weight is not None
+    ]
+    for block in patched:
+        block.attention = partial(attention, block)
+    try:
+        yield
+    finally:
+        for block in patched:
+            del block.attention
+
+
 def _verify(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Open the export as a query would and compare it with torch on PROBES: tokens equal, cos >= MIN_COS."""
+    """Open the export as a query would and compare it with torch on PROBES, in one batch and one by one
+    (every length the graph must handle): tokens equal, cos >= MIN_COS."""
     import numpy as np
 
     onnx = OnnxText.load(folder, meta)
@@ -208,7 +255,9 @@ def _verify(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str,
     if not np.array_equal(ours, theirs):
         bad = [p for p, a, b in zip(PROBES, ours, theirs, strict=True) if not np.array_equal(a, b)]
         return {"supported": False, "reason": f"tokenizer differs from open_clip on {bad[:3]}"}
-    cos = float((onnx.embed_texts(PROBES) * reference.embed_texts(PROBES)).sum(axis=1).min())
+    expected = reference.embed_texts(PROBES)
+    alone = np.concatenate([onnx.embed_texts([probe]) for probe in PROBES])  # each at its own length
+    cos = float(min((got * expected).sum(axis=1).min() for got in (onnx.embed_texts(PROBES), alone)))
     verified = {"probes": len(PROBES), "min_cos": round(cos, 7)}
     if cos < MIN_COS:
         return {"supported": False, "reason": f"cosine to torch {cos:.6f} < {MIN_COS}", "verified": verified}

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from .models import CONFIG_FILE, ModelSpec
-from .tokenizer import ClipTokenizer, read_merges
+from .tokenizer import ClipTokenizer, read_merges, trim_padding
 
 _log = logging.getLogger("imgsearch")
 
 FOLDER = "text-encoder"
-FORMAT = 1  # bump when the files or their meaning change: older exports are then made again
+FORMAT = 2  # bump when the files or their meaning change: older exports are then made again (2: any length)
 MODEL_FILE = "text.onnx"
 DATA_FILE = "text.onnx.data"
 MERGES_FILE = "merges.txt"
@@ -93,17 +93,19 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-def open_session(path: Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime session made for a cold start: the graph was optimised at export, so no optimisation
-    now, and no weight prepacking (it costs more to create than it saves on one query); the weights are
-    memory-mapped from text.onnx.data rather than copied."""
+def open_session(path: Path, warm: bool = False) -> Any:
+    """An ONNX Runtime session. The graph was optimised at export, so it is not optimised again. Cold (one
+    query in a new process): the weights stay memory-mapped from text.onnx.data, not prepacked (prepacking
+    costs more to create than it saves on one query), every core works. `warm` (a server, many queries):
+    weights prepacked for this CPU (~0.1 s more to open, each query ~2x faster) and one thread, so that
+    queries stay fast while an index or watch run keeps the other cores busy."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads or cpu_threads()
+    options.intra_op_num_threads = 1 if warm else cpu_threads()
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.disable_prepacking", "1")
+    options.add_session_config_entry("session.disable_prepacking", "0" if warm else "1")
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # one query: no busy waiting
     options.log_severity_level = 3  # errors only; our caller says what happened
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -120,7 +122,7 @@ class OnnxText:
         self.logit_scale = float(meta["logit_scale"])
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str], spec: ModelSpec) -> OnnxText | None:
+    def open(cls, home: str | os.PathLike[str], spec: ModelSpec, warm: bool = False) -> OnnxText | None:
         """The export for `spec` in `home`, or None (why goes to the debug log): none yet, recorded as
         unsupported, made for other weights or an older format, or damaged."""
         if not enabled():
@@ -133,10 +135,10 @@ class OnnxText:
         if not meta.get("supported"):
             _log.debug("text export unsupported for %s: %s", spec.id, meta.get("reason"))
             return None
-        return cls.load(folder, meta)
+        return cls.load(folder, meta, warm)
 
     @classmethod
-    def load(cls, folder: Path, meta: dict[str, Any]) -> OnnxText | None:
+    def load(cls, folder: Path, meta: dict[str, Any], warm: bool = False) -> OnnxText | None:
         """Open the files `meta` describes; None if any is missing, of another size, or unreadable."""
         try:
             sizes = meta["files"]
@@ -145,13 +147,14 @@ class OnnxText:
                     raise ValueError(f"{name} has another size than recorded")
             tok = meta["tokenizer"]
             tokenizer = ClipTokenizer(read_merges(folder / MERGES_FILE), tok["context_length"], tok["clean"])
-            return cls(open_session(folder / MODEL_FILE), tokenizer, meta)
+            return cls(open_session(folder / MODEL_FILE, warm), tokenizer, meta)
         except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
             _log.debug("text export in %s is unusable: %s: %s", folder, type(e).__name__, e)
             return None
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts -> (N, dim) float32 unit vectors."""
-        out = self.session.run([OUTPUT], {INPUT: self.tokenizer(texts)})[0]
+        """Texts -> (N, dim) float32 unit vectors. The tokens are cut after the last end-of-text token
+        (the graph takes any length: see imgsearch.encoder.encode_text_prefix)."""
+        out = self.session.run([OUTPUT], {INPUT: trim_padding(self.tokenizer(texts))})[0]
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -169,3 +169,10 @@ class ClipTokenizer:
                     i += 1
             word, ids = tuple(merged), tuple(merged_ids)
         return ids
+
+
+def trim_padding(tokens: Any) -> Any:
+    """Token ids (torch or numpy, one row per text) cut after the last end-of-text token of any row: the
+    rest is padding (token 0), which a causal text tower pooled at that token never looks at."""
+    length = int((tokens != 0).sum(1).max())
+    return tokens[:, : max(length, 1)]

@@ -143,10 +143,10 @@ def test_text_embeddings_skip_the_padding_without_changing(tiny_model):
     pass, for short and long texts in one batch and alone."""
     import torch
 
-    from imgsearch.encoder import _causal_text_tower
+    from imgsearch.encoder import causal_text_tower
 
     encoder = Encoder.load(parse_model_spec(tiny_model), "cpu", "fp32")
-    assert _causal_text_tower(encoder.model)
+    assert causal_text_tower(encoder.model)
     texts = ["dog", "a red apple on a wooden table in the morning light", "word " * 100]
     for batch in (texts, texts[:1], texts[1:2]):
         with torch.inference_mode():

@@ -182,3 +182,24 @@ def test_a_label_filter_returns_the_exact_top_k_among_images_labelled_so(tmp_pat
     assert got == ["cat3.jpg", "cat2.jpg", "cat1.jpg"]  # dogs score higher on "beach" but are not cats
     with pytest.raises(UsageError, match="other labels"):
         library.query([Term.text("beach")], filters=Filters(labels=("cat",)))
+
+
+def test_a_library_encodes_a_text_once_while_it_remembers_it(beach_library, monkeypatch):
+    """The server's Library pages through results and sees the same queries again: those texts are not
+    encoded again, the answers do not change, and the memory is bounded (oldest text forgotten first)."""
+    import imgsearch.library
+
+    encoder = beach_library._encoder
+    encoded: list[list[str]] = []
+    embed = encoder.embed_texts
+    monkeypatch.setattr(encoder, "embed_texts", lambda texts: encoded.append(list(texts)) or embed(texts))
+    query = [Term.text("beach"), Term.text("people", -1)]
+    first = names(beach_library.query(query, top=5))
+    assert names(beach_library.query(query, top=5)) == first
+    assert names(beach_library.query([Term.text("people"), Term.text("dog")], top=5))[0] == "party.jpg"
+    assert encoded == [["beach", "people"], ["dog"]]  # "people" came from memory the second time
+
+    monkeypatch.setattr(imgsearch.library, "TEXT_CACHE", 2)
+    beach_library.query([Term.text("snow")], top=1)  # only the last two are kept now: "dog" and "snow"
+    assert names(beach_library.query([*query, Term.text("dog", 0.01)], top=5)) == first
+    assert encoded[2:] == [["snow"], ["beach", "people"]]

@@ -68,9 +68,12 @@ def _ids(client: TestClient) -> dict[str, int]:
     return {os.path.basename(m["path"]): m["id"] for m in found}
 
 
-def _own_client(home: Path, library: Library) -> TestClient:
-    """A client over a private index, sharing the already-loaded model."""
+def _own_client(home: Path, library: Library, warm: bool = False) -> TestClient:
+    """A client over a private index, sharing the already-loaded model; `warm` as `imgsearch serve` sets
+    its Library up (Library.warm_up: the catalog stays open between queries)."""
     own = Library(home, encoder=library.encoder())
+    if warm:
+        own.warm_up()
     app = create_app(own)
     app.state.library = own
     return TestClient(app)
@@ -390,8 +393,9 @@ def test_token_is_needed_on_every_request(library):
 
 
 # -- live updates ------------------------------------------------------------------------------------------
-def test_an_index_update_by_another_process_shows_without_restart(small, isolated_home, library):
-    client, indexed = _own_client(isolated_home, library), small
+@pytest.mark.parametrize("warm", [False, True])
+def test_an_index_update_by_another_process_shows_without_restart(small, isolated_home, library, warm):
+    client, indexed = _own_client(isolated_home, library, warm), small
     everything = {"q": "anything", "top": 100}
     assert len(client.get("/api/search", params=everything).json()["results"]) == len(SMALL)
     shutil.copy(SAMPLE_PHOTOS / "fire-truck.jpg", indexed / "new-truck.jpg")
@@ -402,6 +406,13 @@ def test_an_index_update_by_another_process_shows_without_restart(small, isolate
     }
     assert len(names) == len(SMALL) and "new-truck.jpg" in names and "ladybird.jpg" not in names
     assert client.get("/api/status").json()["images"] == len(SMALL)
+
+    shutil.rmtree(isolated_home)  # the index made again from nothing: a new database file
+    (indexed / "new-truck.jpg").unlink()
+    encoder = library.encoder()
+    Library(isolated_home, model=encoder.spec.id, encoder=encoder).index([indexed])
+    found = client.get("/api/search", params=everything).json()["results"]
+    assert sorted(os.path.basename(r["path"]) for r in found) == sorted(set(SMALL) - {"ladybird.jpg"})
 
 
 # -- the command ---------------------------------------------------------------------------------------------
@@ -459,3 +470,28 @@ def test_a_stale_server_json_is_ignored(isolated_home):
     assert read_info(isolated_home) is not None
     (isolated_home / INFO_FILE).write_text("{garbage")
     assert read_info(isolated_home) is None
+
+
+def test_a_name_that_is_not_utf8_comes_back_exactly(tmp_path, isolated_home, library):
+    """`path` shows backslash escapes, `path_bytes` the exact name (the CLI's client prints it from there);
+    other results carry no `path_bytes` but keep every other field, null ones included."""
+    photos = tmp_path / "odd"
+    photos.mkdir()
+    odd = os.fsencode(photos) + b"/caf\xe9.jpg"
+    shutil.copy(SAMPLE_PHOTOS / "coffee-cup.jpg", odd)
+    shutil.copy(SAMPLE_PHOTOS / "ladybird.jpg", photos / "ladybird.jpg")
+    encoder = library.encoder()
+    Library(isolated_home, model=encoder.spec.id, encoder=encoder).index([photos])
+    found = _own_client(isolated_home, library).get("/api/search", params={"q": "cup"}).json()["results"]
+    by_name = {os.path.basename(m["path"]): m for m in found}
+    assert bytes.fromhex(by_name["caf\\xe9.jpg"]["path_bytes"]) == odd
+    assert "path_bytes" not in by_name["ladybird.jpg"] and by_name["ladybird.jpg"]["taken_at"] is None
+
+
+def test_the_result_schema_has_every_field_of_a_match():
+    import dataclasses
+
+    from imgsearch.match import Match
+    from imgsearch.serve.app import MatchOut
+
+    assert set(MatchOut.model_fields) == {f.name for f in dataclasses.fields(Match)} | {"path_bytes"}

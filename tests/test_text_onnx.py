@@ -135,11 +135,26 @@ def test_a_damaged_export_falls_back_to_torch_and_is_replaced(cli, photos, expor
     assert OnnxText.open(isolated_home, spec) is not None  # ...and made the export again
 
 
-def test_a_library_holding_the_torch_encoder_keeps_it(cli, photos, export_on, torch_encoder):
+def test_a_warm_library_answers_texts_from_a_prepacked_one_thread_export(cli, photos, export_on):
+    """The server's Library (warm_up) holds the torch model on the CPU, yet texts go through the export,
+    set up for many queries: one thread, weights prepacked; the vectors are torch's."""
     assert cli("index", photos).exit_code == 0
-    lib = Library(encoder=torch_encoder)
-    assert lib.search("a dog", top=3)
-    assert lib._onnx_text is None
+    lib = Library()
+    lib.warm_up()
+    spec = lib.model_spec()
+    assert lib._encoder is not None
+    onnx = lib._text_encoder(spec)
+    assert isinstance(onnx, OnnxText)
+    options = onnx.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.disable_prepacking") == "0"
+    texts = ["a dog", "a red apple on a wooden table in the morning light", "word " * 100]
+    assert np.allclose(onnx.embed_texts(texts), lib._encoder.embed_texts(texts), atol=1e-5)
+    for text in texts:  # each alone: the graph runs at 3, 13 and 77 tokens
+        assert np.allclose(onnx.embed_texts([text]), lib._encoder.embed_texts([text]), atol=1e-5)
+    cold = OnnxText.open(lib.home, spec)
+    assert cold is not None
+    assert cold.session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
 
 
 def test_an_unsupported_tokenizer_is_recorded_and_keeps_the_torch_path(tiny_model, isolated_home, export_on):

@@ -46,7 +46,7 @@ def serve(host: str, port: int, token: str | None, **options: Any) -> None:
             raise IndexNotFound(f"no index at {library.home} yet: run `imgsearch index FOLDER`")
         spec = library.model_spec()
         click.echo(f"imgsearch: loading {spec.id}", err=True)
-        library.encoder(spec)  # now, so the first query is as fast as the rest
+        library.warm_up()  # now, so the first query is as fast as the rest
     except ImgsearchError as e:  # no index yet, or no weights: the page and the API say why
         click.echo(f"imgsearch: warning: {e}", err=True)
     if not is_loopback(host):

@@ -107,6 +107,11 @@ class MatchOut(BaseModel):
     mtime: float
     taken_at: float | None
     id: int | None
+    path_bytes: str | None = Field(
+        None,
+        description="Only for a name that is not valid UTF-8 (`path` then shows backslash escapes): "
+        "the exact name, as hex bytes.",
+    )
 
 
 class Results(BaseModel):
@@ -161,13 +166,18 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
             )
         return results_to_json(matches[query.offset :])
 
-    @app.post("/api/query", response_model=Results, summary="The general query (as `imgsearch query`)")
+    @app.post(
+        "/api/query",
+        response_model=Results,
+        response_model_exclude_unset=True,
+        summary="The general query (as `imgsearch query`)",
+    )
     def post_query(body: QueryIn) -> dict[str, object]:
         """Weighted text and image terms, filters, min_score and sort, exactly as Library.query takes them.
         Image terms name files the server can read. Results are `imgsearch query --json` objects."""
         return run(query_from_json(body.model_dump(exclude_none=True)))
 
-    @app.get("/api/search", response_model=Results, summary="Text search")
+    @app.get("/api/search", response_model=Results, response_model_exclude_unset=True, summary="Text search")
     def search(
         q: list[str] = Query(description="A description; 'W:TEXT' gives it weight W (repeatable)."),  # noqa: B008
         not_: list[str] = Query([], alias="not", description="Push away from this text (repeatable)."),  # noqa: B008
@@ -179,7 +189,12 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         terms += [Term.text(text, -weight) for weight, text in map(split_weight, not_)]
         return run(_paged(terms, top, offset))
 
-    @app.post("/api/search/image", response_model=Results, summary="Search by an uploaded example image")
+    @app.post(
+        "/api/search/image",
+        response_model=Results,
+        response_model_exclude_unset=True,
+        summary="Search by an uploaded example image",
+    )
     def search_image(
         file: UploadFile = File(description=f"An image, at most {max_upload // 2**20} MB."),  # noqa: B008
         top: int = Form(10, ge=1, le=MAX_RESULTS),
@@ -198,7 +213,12 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
                 reason = e.__cause__ if isinstance(e.__cause__, DecodeError) else e
                 raise UsageError(f"cannot use the upload {file.filename or ''!r} as a query: {reason}") from e
 
-    @app.get("/api/similar/{image_id}", response_model=Results, summary="Images like an indexed one")
+    @app.get(
+        "/api/similar/{image_id}",
+        response_model=Results,
+        response_model_exclude_unset=True,
+        summary="Images like an indexed one",
+    )
     def similar(
         image_id: int,
         top: int = Query(10, ge=1, le=MAX_RESULTS),
