@@ -14,6 +14,7 @@ appears (`hold`), so that a test knows for sure that it is in the middle of its 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -105,30 +106,43 @@ def _main(
 
 def _arm(point: str, nth: int) -> None:
     """Make the n-th call at `point` SIGKILL this process (before or after the call does its work)."""
-    owner, name, original, when, kind = _point(point)
-    calls = 0
-    lock = threading.Lock()
+    when = KILL_POINTS[point][2]
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        with lock:
-            calls += 1
-            hit = calls == nth
-        if hit and when == "before":
+    def kill(call: Callable[[], Any], args: tuple[Any, ...]) -> Any:
+        if when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
-        result = original(*args, **kwargs)
-        if hit and when == "half":  # as if the process died halfway through writing this file
+        result = call()
+        if when == "half":  # as if the process died halfway through writing this file
             os.truncate(args[1], os.path.getsize(args[1]) // 2)
-        if hit:
-            os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    setattr(owner, name, staticmethod(wrapper) if kind == "classmethod" else wrapper)
+    _on_nth_call(point, nth, kill)
 
 
 def _hold(point: str, nth: int, release: Path) -> None:
     """Make the n-th call at `point` wait (at most 5 minutes) until the file `release` exists."""
-    owner, name, original, _, kind = _point(point)
+
+    def wait(call: Callable[[], Any], _args: tuple[Any, ...]) -> Any:
+        deadline = time.monotonic() + 300
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return call()
+
+    _on_nth_call(point, nth, wait)
+
+
+def _on_nth_call(point: str, nth: int, around: Callable[[Callable[[], Any], tuple[Any, ...]], Any]) -> None:
+    """Replace the function at `point` (see KILL_POINTS) so that its n-th call goes through
+    `around(call, args)` instead of straight to the function."""
+    import importlib
+
+    module_name, attribute, _, kind = KILL_POINTS[point]
+    owner: Any = importlib.import_module(module_name)
+    *parents, name = attribute.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    original: Callable[..., Any] = getattr(owner, name)
     calls = 0
     lock = threading.Lock()
 
@@ -137,28 +151,19 @@ def _hold(point: str, nth: int, release: Path) -> None:
         with lock:
             calls += 1
             hit = calls == nth
-        deadline = time.monotonic() + 300
-        while hit and not release.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return original(*args, **kwargs)
+        call = functools.partial(original, *args, **kwargs)
+        return around(call, args) if hit else call()
 
     setattr(owner, name, staticmethod(wrapper) if kind == "classmethod" else wrapper)
 
 
-def _point(point: str) -> tuple[Any, str, Callable[..., Any], str, str]:
-    """The owner of the function at `point`, its name there, the function, when and how it is bound."""
-    import importlib
-
-    module_name, attribute, when, kind = KILL_POINTS[point]
-    owner: Any = importlib.import_module(module_name)
-    *parents, name = attribute.split(".")
-    for parent in parents:
-        owner = getattr(owner, parent)
-    return owner, name, getattr(owner, name), when, kind
-
-
 def children(pid: int) -> list[int]:
     """Direct children of a process (its decoding workers), on Linux."""
+    return processes_where(parent=pid)
+
+
+def processes_where(parent: int | None = None, session: int | None = None) -> list[int]:
+    """Pids of the processes with this parent pid and/or session id, read from /proc (Linux)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -166,6 +171,6 @@ def children(pid: int) -> list[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if parent in (None, int(fields[1])) and session in (None, int(fields[3])):
                 found.append(int(entry.name))
     return found

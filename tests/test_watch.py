@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import processes_where
 from tests.conftest import REPO, SAMPLE_PHOTOS
 
 SAMPLES = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
@@ -83,16 +84,7 @@ class WatchProcess:
 
     def leftovers(self) -> list[int]:
         """Processes still in the watcher's session (its decoding workers), on Linux."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[3]) == self.proc.pid:  # the session id
-                    found.append(int(entry.name))
-        return found
+        return processes_where(session=self.proc.pid)
 
     def close(self) -> None:
         if self.proc.poll() is None:
