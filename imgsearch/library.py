@@ -46,6 +46,7 @@ _log = logging.getLogger("imgsearch")
 DB_FILE = "index.db"
 LOCK_FILE = "write.lock"
 TEXT_CACHE = 512  # query and label texts whose vectors a Library keeps (2 KB each at 512-d)
+IMAGE_CACHE = 64  # query images (not indexed) whose vectors it keeps, by content hash
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Library:
         self._kept: Catalog | None = None  # see _kept_catalog
         self._kept_identity: tuple[int, int] | None = None
         self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # see _embed_texts
+        self._image_vectors: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()  # by content hash
 
     @property
     def db_path(self) -> Path:
@@ -322,12 +324,21 @@ class Library:
         reuse = catalog.contents([digest]).get(digest)
         if reuse is not None:
             return np.frombuffer(reuse.vector, dtype=np.float32), own_id
+        remembered = self._image_vectors.get((spec.id, digest))
+        if remembered is not None:  # the same picture again (the server's next page of an upload)
+            self._image_vectors.move_to_end((spec.id, digest))
+            return remembered, own_id
         encoder = self.encoder(spec)
         try:
             decoded = decode_file(path, encoder.preprocess)
         except DecodeError as e:
             raise DecodeError(f"cannot use {os.fsdecode(path)} as a query: {e}") from e
-        return encoder.embed_pixels(decoded.pixels[None])[0], own_id
+        vector = encoder.embed_pixels(decoded.pixels[None])[0]
+        vector.setflags(write=False)
+        self._image_vectors[(spec.id, digest)] = vector
+        while len(self._image_vectors) > IMAGE_CACHE:
+            self._image_vectors.popitem(last=False)
+        return vector, own_id
 
     def status(self) -> Status:
         """What is indexed, with which model, and where; never loads the model."""
@@ -508,9 +519,9 @@ class Library:
     def warm_up(self) -> None:
         """Load now what queries need, set up for many of them (a server): the model, and the text export
         with its weights prepacked for this CPU (see imgsearch.onnx_text.open_session)."""
-        spec = self.model_spec()
-        self._warm = True
+        self._warm = True  # also when this fails (no index yet): later queries still find it set
         self._onnx_text = None
+        spec = self.model_spec()
         self.encoder(spec)
         self._text_encoder(spec)
 

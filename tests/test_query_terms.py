@@ -203,3 +203,23 @@ def test_a_library_encodes_a_text_once_while_it_remembers_it(beach_library, monk
     beach_library.query([Term.text("snow")], top=1)  # only the last two are kept now: "dog" and "snow"
     assert names(beach_library.query([*query, Term.text("dog", 0.01)], top=5)) == first
     assert encoded[2:] == [["snow"], ["beach", "people"]]
+
+
+def test_a_query_image_that_is_not_indexed_is_encoded_once_while_remembered(
+    beach_library, tmp_path, monkeypatch
+):
+    """The server's next page of an uploaded example asks again with the same picture: not encoded again."""
+    from PIL import Image
+
+    encoder = beach_library._encoder
+    encoded: list[int] = []
+    embed = encoder.embed_pixels
+    monkeypatch.setattr(encoder, "embed_pixels", lambda pixels: encoded.append(len(pixels)) or embed(pixels))
+    example = tmp_path / "example.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(example)
+    first = names(beach_library.query([Term.image(str(example))], top=5))
+    assert names(beach_library.query([Term.image(str(example))], top=5)) == first
+    assert encoded == [1]
+    Image.new("RGB", (16, 16), (30, 30, 200)).save(example)  # other bytes: another picture
+    beach_library.query([Term.image(str(example))], top=5)
+    assert encoded == [1, 1]

@@ -495,3 +495,23 @@ def test_the_result_schema_has_every_field_of_a_match():
     from imgsearch.serve.app import MatchOut
 
     assert set(MatchOut.model_fields) == {f.name for f in dataclasses.fields(Match)} | {"path_bytes"}
+
+
+def test_an_upload_takes_the_page_filters_and_sort(client):
+    """The page sends its filters with an example image (the `query` form field, JSON as POST /api/query)."""
+    data = (SAMPLE_PHOTOS / "dogs-at-window.jpg").read_bytes()
+    query = json.dumps({"filters": {"glob": "*cat*"}, "sort": "date"})
+    results = _upload(client, data, top=5, query=query).json()["results"]
+    assert results and all(fnmatch_name(r["path"], "*cat*") for r in results)
+    with_text = json.dumps({"terms": [{"kind": "text", "value": "a cat", "weight": 2}]})
+    assert _upload(client, data, top=3, query=with_text).json()["results"]
+    assert "not valid JSON" in _error(_upload(client, data, query="{filters"), 400)
+    assert "JSON object" in _error(_upload(client, data, query="[1]"), 400)
+    assert "must be a list" in _error(_upload(client, data, query='{"terms": "dog"}'), 400)
+    assert "filters" in _error(_upload(client, data, query='{"filters": {"colour": "red"}}'), 400)
+
+
+def fnmatch_name(path: str, pattern: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatch(os.path.basename(path), pattern)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import os
 import secrets
 import stat
@@ -199,16 +200,27 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         file: UploadFile = File(description=f"An image, at most {max_upload // 2**20} MB."),  # noqa: B008
         top: int = Form(10, ge=1, le=MAX_RESULTS),
         offset: int = Form(0, ge=0, le=MAX_RESULTS),
+        query: str | None = Form(
+            None,
+            description="Optional JSON object as POST /api/query takes it (filters, min_score, sort, more "
+            "terms); the upload joins its terms as an image term of weight 1.",
+        ),
     ) -> dict[str, object]:
         """Images that look like the upload. It is decoded like an indexed file (same pixel cap); an upload
-        that is byte-identical to an indexed file reuses that file's vector."""
+        that is byte-identical to an indexed file reuses that file's vector, and the server remembers the
+        vectors of recent uploads, so asking for the next page does not encode the image again."""
+        extra = _json_object(query, "query")
+        terms = extra.get("terms", [])
+        if not isinstance(terms, list):
+            raise UsageError("'terms' in 'query' must be a list")
         with tempfile.TemporaryDirectory(prefix="imgsearch-upload-") as tmp:
             path = os.path.join(tmp, "upload")
             with open(path, "wb") as out:
                 while chunk := file.file.read(1 << 20):
                     out.write(chunk)
+            image = {"kind": "image", "value": path, "weight": 1.0}
             try:
-                return run(_paged([Term.image(path)], top, offset))
+                return run(query_from_json({**extra, "terms": [*terms, image], "top": top, "offset": offset}))
             except DecodeError as e:
                 reason = e.__cause__ if isinstance(e.__cause__, DecodeError) else e
                 raise UsageError(f"cannot use the upload {file.filename or ''!r} as a query: {reason}") from e
@@ -323,6 +335,19 @@ def _one_thread() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+def _json_object(text: str | None, name: str) -> dict[str, Any]:
+    """A form field holding a JSON object (absent: empty)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"'{name}' is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"'{name}' must be a JSON object")
+    return value
 
 
 def _paged(terms: list[Term], top: int, offset: int) -> WireQuery:

@@ -162,6 +162,8 @@ function searchByImage(file) {
     form.append("file", file, file.name || "pasted.png");
     form.append("top", PAGE);
     form.append("offset", offset);
+    const { filters, sort, min_score } = queryBody([], offset); // the filters apply to examples too
+    form.append("query", JSON.stringify({ filters, sort, min_score }));
     return api("/api/search/image", { method: "POST", body: form });
   });
 }
