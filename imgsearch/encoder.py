@@ -6,12 +6,15 @@ the seconds their import costs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -103,7 +106,10 @@ class Encoder:
         name, pretrained = spec.open_clip_args
 
         def create() -> tuple[Any, Any]:
-            model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True, device="cpu")
+            with _lean_construction():
+                model = open_clip.create_model(
+                    name, pretrained=pretrained, require_pretrained=True, device="cpu"
+                )
             return model, open_clip.get_tokenizer(name)
 
         with _quiet_logging():
@@ -187,6 +193,51 @@ def encode_text_prefix(model: Any, tokens: torch.Tensor) -> torch.Tensor:
             else x @ model.text_projection
         )
     return x
+
+
+_INIT_FUNCTIONS = (
+    "normal_", "uniform_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "orthogonal_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+)  # fmt: skip
+_construction = threading.Lock()
+
+
+@contextmanager
+def _lean_construction() -> Iterator[None]:
+    """While open_clip builds a model and loads its checkpoint (strictly: every weight is in it): skip the
+    random initialisation the checkpoint overwrites anyway, and let the model take the checkpoint's tensors
+    instead of copying them into its own. ViT-B-32 then loads in ~0.2 s instead of ~1.4 s and its peak
+    memory holds the weights once, not twice (0.55 GB less). Safetensors files are read into memory, not
+    memory-mapped, so weights replaced in place later cannot pull pages from under a running model; with
+    a safetensors that cannot do that, nothing is changed. One model at a time: the patches are global."""
+    import torch
+    from safetensors import torch as safetensors_torch
+
+    load_file = safetensors_torch.load_file
+    if "backend" not in inspect.signature(load_file).parameters:  # pragma: no cover - older safetensors
+        yield
+        return
+    load_state_dict = torch.nn.Module.load_state_dict
+
+    def assign(module: Any, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return load_state_dict(module, state_dict, strict=strict, assign=True)
+
+    def unchanged(tensor: Any, *_args: Any, **_kwargs: Any) -> Any:
+        return tensor
+
+    with _construction:
+        saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS}
+        try:
+            for name in saved:
+                setattr(torch.nn.init, name, unchanged)
+            torch.nn.Module.load_state_dict = assign  # type: ignore[method-assign, assignment]
+            safetensors_torch.load_file = partial(load_file, backend="pread")
+            yield
+        finally:
+            for name, function in saved.items():
+                setattr(torch.nn.init, name, function)
+            torch.nn.Module.load_state_dict = load_state_dict  # type: ignore[method-assign]
+            safetensors_torch.load_file = load_file
 
 
 def _fuse_branches(model: Any) -> Any:

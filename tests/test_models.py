@@ -152,3 +152,53 @@ def test_text_embeddings_skip_the_padding_without_changing(tiny_model):
         with torch.inference_mode():
             full = encoder._unit(encoder.model.encode_text(encoder.tokenizer(batch)))
         np.testing.assert_allclose(encoder.embed_texts(batch), full, atol=1e-5)
+
+
+def test_loading_takes_the_checkpoint_as_it_is_and_leaves_torch_as_it_was(
+    tiny_model, tiny_model_dir, tmp_path
+):
+    """Encoder.load skips the random initialisation and hands the checkpoint's tensors to the model
+    (imgsearch.encoder._lean_construction): every weight is the file's, buffers the model computes are as
+    open_clip computes them, nothing stays memory-mapped from the file, and torch's and safetensors'
+    functions are their own again afterwards, also after a load that failed."""
+    import sys
+
+    import open_clip
+    import safetensors.torch
+    import torch
+
+    originals = (torch.nn.init.normal_, torch.nn.Module.load_state_dict, safetensors.torch.load_file)
+    encoder = Encoder.load(parse_model_spec(tiny_model), "cpu", "fp32")
+    if sys.platform.startswith("linux"):
+        assert "open_clip_model.safetensors" not in Path("/proc/self/maps").read_text()
+    assert (torch.nn.init.normal_, torch.nn.Module.load_state_dict, safetensors.torch.load_file) == originals
+
+    saved = safetensors.torch.load_file(tiny_model_dir / "open_clip_model.safetensors")
+    state = encoder.model.state_dict()
+    assert set(saved) == set(state) and all(torch.equal(state[name], saved[name]) for name in saved)
+    plain = open_clip.create_model(tiny_model, require_pretrained=True).eval()
+    assert torch.equal(plain.attn_mask, encoder.model.attn_mask)  # a buffer computed, not loaded
+    tokens = open_clip.get_tokenizer(tiny_model)(["a dog on a sofa"])
+    pixels = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(plain.encode_text(tokens), encoder.model.encode_text(tokens))
+        assert torch.equal(plain.encode_image(pixels), encoder.model.encode_image(pixels))
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "open_clip_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception, match="cannot load the model"):
+        Encoder.load(parse_model_spec(f"local-dir:{broken}"), "cpu", "fp32")
+    assert (torch.nn.init.normal_, torch.nn.Module.load_state_dict, safetensors.torch.load_file) == originals
+
+
+def test_loading_does_not_initialise_the_weights_it_replaces(tiny_model, monkeypatch):
+    import torch
+
+    initialised: list[tuple[int, ...]] = []
+    normal = torch.nn.init.normal_
+    monkeypatch.setattr(
+        torch.nn.init, "normal_", lambda t, *a, **k: initialised.append(tuple(t.shape)) or normal(t, *a, **k)
+    )
+    Encoder.load(parse_model_spec(tiny_model), "cpu", "fp32")
+    assert initialised == []  # open_clip draws the token embedding and more with normal_ when building
