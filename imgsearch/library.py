@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,8 @@ DB_FILE = "index.db"
 LOCK_FILE = "write.lock"
 TEXT_CACHE = 512  # query and label texts whose vectors a Library keeps (2 KB each at 512-d)
 IMAGE_CACHE = 64  # query images (not indexed) whose vectors it keeps, by content hash
+
+_Key = TypeVar("_Key")
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,8 @@ class Library:
         self._warm = False  # set by warm_up: many queries will follow
         self._kept: Catalog | None = None  # see _kept_catalog
         self._kept_identity: tuple[int, int] | None = None
-        self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # see _embed_texts
-        self._image_vectors: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()  # by content hash
+        self._text_vectors: _Recent[tuple[str, str]] = _Recent()  # see _embed_texts
+        self._image_vectors: _Recent[tuple[str, bytes]] = _Recent()  # query images, by content hash
 
     @property
     def db_path(self) -> Path:
@@ -324,9 +326,8 @@ class Library:
         reuse = catalog.contents([digest]).get(digest)
         if reuse is not None:
             return np.frombuffer(reuse.vector, dtype=np.float32), own_id
-        remembered = self._image_vectors.get((spec.id, digest))
+        remembered = self._image_vectors.recall((spec.id, digest))
         if remembered is not None:  # the same picture again (the server's next page of an upload)
-            self._image_vectors.move_to_end((spec.id, digest))
             return remembered, own_id
         encoder = self.encoder(spec)
         try:
@@ -334,10 +335,7 @@ class Library:
         except DecodeError as e:
             raise DecodeError(f"cannot use {os.fsdecode(path)} as a query: {e}") from e
         vector = encoder.embed_pixels(decoded.pixels[None])[0]
-        vector.setflags(write=False)
-        self._image_vectors[(spec.id, digest)] = vector
-        while len(self._image_vectors) > IMAGE_CACHE:
-            self._image_vectors.popitem(last=False)
+        self._image_vectors.remember((spec.id, digest), vector, IMAGE_CACHE)
         return vector, own_id
 
     def status(self) -> Status:
@@ -468,17 +466,14 @@ class Library:
         run of the text tower (~35 ms on one CPU core for ViT-B-32)."""
         found: dict[str, np.ndarray] = {}
         for text in texts:
-            vector = self._text_vectors.get((spec.id, text))
+            vector = self._text_vectors.recall((spec.id, text))
             if vector is not None:
-                self._text_vectors.move_to_end((spec.id, text))
                 found[text] = vector
         missing = [text for text in dict.fromkeys(texts) if text not in found]
         if missing:
             for text, vector in zip(missing, self._text_encoder(spec).embed_texts(missing), strict=True):
-                vector.setflags(write=False)  # shared by later queries: nobody may change it in place
-                found[text] = self._text_vectors[(spec.id, text)] = vector
-            while len(self._text_vectors) > TEXT_CACHE:
-                self._text_vectors.popitem(last=False)
+                found[text] = vector
+                self._text_vectors.remember((spec.id, text), vector, TEXT_CACHE)
         return np.stack([found[text] for text in texts])
 
     def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
@@ -553,6 +548,22 @@ class Library:
 
     def _reader(self) -> _Reader:
         return _Reader(self)
+
+
+class _Recent(OrderedDict[_Key, np.ndarray]):
+    """Vectors of recent queries, the least recently used forgotten first."""
+
+    def recall(self, key: _Key) -> np.ndarray | None:
+        vector = self.get(key)
+        if vector is not None:
+            self.move_to_end(key)
+        return vector
+
+    def remember(self, key: _Key, vector: np.ndarray, capacity: int) -> None:
+        vector.setflags(write=False)  # shared by later queries: nobody may change it in place
+        self[key] = vector
+        while len(self) > capacity:
+            self.popitem(last=False)
 
 
 class _Reader:
