@@ -163,7 +163,7 @@ def children(pid: int) -> list[int]:
 
 
 def processes_where(parent: int | None = None, session: int | None = None) -> list[int]:
-    """Pids of the processes with this parent pid and/or session id, read from /proc (Linux)."""
+    """Pids of the live (not zombie) processes with this parent pid and/or session id, from /proc (Linux)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -171,6 +171,16 @@ def processes_where(parent: int | None = None, session: int | None = None) -> li
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
+            if fields[0] == "Z":  # a zombie has ended; only its reaping is left
+                continue
             if parent in (None, int(fields[1])) and session in (None, int(fields[3])):
                 found.append(int(entry.name))
     return found
+
+
+def alive(pid: int) -> bool:
+    """Whether a process is running (a zombie, ended but not yet reaped, is not), on Linux."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

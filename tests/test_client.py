@@ -4,6 +4,7 @@ is gone, stale, or for another model."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -88,24 +89,28 @@ def test_another_model_is_answered_here(served: Path, tmp_path: Path) -> None:
     assert "was built with model" in done.stderr and "torch" not in _loaded(done)
 
 
-def _closed_port() -> int:
+@contextlib.contextmanager
+def _closed_port() -> Iterator[int]:
+    """A port bound but not listening, held for the test: connecting to it is refused, and nobody else can
+    take it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 @pytest.mark.parametrize("pid", ["dead", "alive"])
 def test_a_stale_server_file_is_ignored(indexed: Path, pid: str) -> None:
     """A server killed hard leaves server.json: a dead pid is ignored, a live pid with a closed port too."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    info = {
-        "url": f"http://127.0.0.1:{_closed_port()}/",
-        "pid": int(gone.stdout) if pid == "dead" else os.getpid(),
-        "token": None,
-        "model": None,
-        "version": "0",
-    }
-    home = Path(os.environ["IMGSEARCH_HOME"])
-    (home / "server.json").write_text(json.dumps(info))
-    done = _cli(home, "query", "a cat", "--json", "-n", "3")
-    assert len(_results(done)) == 3
+    with _closed_port() as port:
+        info = {
+            "url": f"http://127.0.0.1:{port}/",
+            "pid": int(gone.stdout) if pid == "dead" else os.getpid(),
+            "token": None,
+            "model": None,
+            "version": "0",
+        }
+        home = Path(os.environ["IMGSEARCH_HOME"])
+        (home / "server.json").write_text(json.dumps(info))
+        done = _cli(home, "query", "a cat", "--json", "-n", "3")
+        assert len(_results(done)) == 3

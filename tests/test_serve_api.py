@@ -439,13 +439,30 @@ def test_serve_writes_server_json_and_removes_it_on_exit(shared, tiny_model):
         assert info["url"] in line and read_info(isolated_home) == info
         import httpx
 
-        assert httpx.get(info["url"] + "api/status").status_code == 401
-        status = httpx.get(info["url"] + "api/status", headers={"Authorization": "Bearer t0ken"})
+        assert httpx.get(info["url"] + "api/status", timeout=60).status_code == 401  # may wait for start-up
+        status = httpx.get(info["url"] + "api/status", headers={"Authorization": "Bearer t0ken"}, timeout=60)
         assert status.json()["images"] == SAMPLE_COUNT
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
         assert "warning: listening on 0.0.0.0" in server.stderr.read()  # type: ignore[union-attr]
         assert not info_path.exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_a_signal_right_after_the_url_is_printed_stops_the_server_cleanly(shared):
+    """SIGTERM the moment the URL appears (uvicorn not yet started): exit 0 and server.json removed, not a
+    killed process nor a lost signal."""
+    env = {**os.environ, "IMGSEARCH_HOME": str(shared[0])}
+    command = [sys.executable, "-m", "imgsearch", "serve", "--port", "0"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in server.stdout.readline()  # type: ignore[union-attr]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0, server.stderr.read()  # type: ignore[union-attr]
+        assert not (shared[0] / INFO_FILE).exists()
     finally:
         if server.poll() is None:
             server.kill()

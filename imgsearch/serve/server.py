@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from .. import __version__
 from ..errors import ImgsearchError, UsageError
@@ -59,9 +60,9 @@ def serve(
     server = uvicorn.Server(config)
     write_info(library.home, url, token, model, __version__)
     try:
-        if on_ready is not None:
-            on_ready(url)
-        with _quiet_after_shutdown():
+        with _stop_on_signals(server):
+            if on_ready is not None:
+                on_ready(url)
             server.run(sockets=[sock])
     finally:
         remove_info(library.home)
@@ -69,13 +70,19 @@ def serve(
 
 
 @contextlib.contextmanager
-def _quiet_after_shutdown() -> Iterator[None]:
-    """uvicorn shuts down gently on SIGINT/SIGTERM and then raises the signal again for the handler it
-    found; a no-op one lets `serve` return (and remove server.json) instead of dying or raising."""
+def _stop_on_signals(server: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM ask uvicorn to stop gently, from the moment the URL is announced: one that arrives
+    before uvicorn has put in its own handlers is not lost, and after uvicorn has shut down it re-raises
+    the signal for the handler it found, this one, so `serve` returns (and removes server.json) instead
+    of dying or raising."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(*_: object) -> None:
+        server.should_exit = True
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
