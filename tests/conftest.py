@@ -19,6 +19,18 @@ SAMPLE_PHOTOS = REPO / "sample_photos"
 SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _offline_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The environment of the whole run, set before any fixture (module-scoped ones run before the per-test
+    `isolated_home`): no hub, no model, token or index folder from the outer environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("IMGSEARCH_HOME", str(tmp_path_factory.mktemp("session-home")))
+        for name in ("IMGSEARCH_MODEL", "IMGSEARCH_TOKEN"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own index folder; nothing touches the user's real data folder."""
