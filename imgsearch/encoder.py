@@ -154,9 +154,9 @@ class Encoder:
 
     @staticmethod
     def _unit(features: torch.Tensor) -> np.ndarray:
-        out = features.float().cpu().numpy()
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        from .onnx_text import unit_rows
+
+        return unit_rows(features.float().cpu().numpy())
 
 
 def causal_text_tower(model: Any) -> bool:

@@ -29,6 +29,7 @@ from .errors import DecodeError, IndexBusy, IndexNotFound, ModelMismatch, UsageE
 from .events import IndexEvents
 from .home import default_home
 from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
+from .onnx_image import OnnxImage
 from .onnx_text import OnnxText
 from .query import Filters, Term, combine
 from .scan import absolute
@@ -105,7 +106,8 @@ class Library:
         self._encoder = encoder  # an already-loaded encoder: a process that shares one, or a test's own
         self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
         self._onnx_text: tuple[ModelSpec, OnnxText | None] | None = None  # the torch-free text encoder
-        self._export_offered: set[str] = set()  # models whose text export was checked by this Library
+        self._onnx_image: tuple[ModelSpec, OnnxImage | None] | None = None  # and image encoder
+        self._export_offered: set[tuple[str, str]] = set()  # (tower, model) exports checked by this Library
         self._warm = False  # set by warm_up: many queries will follow
         self._kept: Catalog | None = None  # see _kept_catalog
         self._kept_identity: tuple[int, int] | None = None
@@ -329,14 +331,28 @@ class Library:
         remembered = self._image_vectors.recall((spec.id, digest))
         if remembered is not None:  # the same picture again (the server's next page of an upload)
             return remembered, own_id
-        encoder = self.encoder(spec)
+        encoder = self._image_encoder(spec)
         try:
             decoded = decode_file(path, encoder.preprocess)
         except DecodeError as e:
             raise DecodeError(f"cannot use {os.fsdecode(path)} as a query: {e}") from e
         vector = encoder.embed_pixels(decoded.pixels[None])[0]
         self._image_vectors.remember((spec.id, digest), vector, IMAGE_CACHE)
+        if isinstance(encoder, Encoder) and not self._warm:  # torch was loaded for this picture alone
+            self._offer_image_export(spec)
         return vector, own_id
+
+    def _image_encoder(self, spec: ModelSpec) -> Encoder | OnnxImage:
+        """What encodes a query picture that is not indexed: the torch encoder when it is loaded already (a
+        server, or after indexing), else the model's ONNX image export (imgsearch.onnx_image: no torch
+        import) under the CPU's fp32 or auto numerics, else torch, which then makes the export."""
+        held = self._encoder is not None and self._encoder.spec == spec
+        if not held and self.device in ("auto", "cpu") and self.precision in ("auto", "fp32"):
+            if self._onnx_image is None or self._onnx_image[0] != spec:
+                self._onnx_image = (spec, OnnxImage.open(self.home, spec))
+            if self._onnx_image[1] is not None:
+                return self._onnx_image[1]
+        return self.encoder(spec)
 
     def status(self) -> Status:
         """What is indexed, with which model, and where; never loads the model."""
@@ -523,14 +539,31 @@ class Library:
     def _offer_text_export(self, spec: ModelSpec, events: IndexEvents | None = None) -> None:
         """With the torch encoder loaded, make the ONNX text export if the index home lacks a usable one
         (once per Library and model; seconds, once per home; a failure only logs); the next text uses it."""
-        if spec.id in self._export_offered or self._encoder is None or self._encoder.spec != spec:
-            return
-        self._export_offered.add(spec.id)
-        from .onnx_export import ensure_text_export
+        encoder = self._first_offer("text", spec)
+        if encoder is not None:
+            from .onnx_export import ensure_text_export
 
-        tell = partial(events.preparing, "preparing fast text queries (once per model)") if events else None
-        ensure_text_export(self._encoder, self.home, tell)
-        self._onnx_text = None
+            say = "preparing fast text queries (once per model)"
+            ensure_text_export(encoder, self.home, partial(events.preparing, say) if events else None)
+            self._onnx_text = None
+
+    def _offer_image_export(self, spec: ModelSpec) -> None:
+        """The same for the image tower, offered only when torch was loaded for a query picture alone (not
+        at index time: the export takes disk that only users of such queries should pay)."""
+        encoder = self._first_offer("image", spec)
+        if encoder is not None:
+            from .onnx_export import ensure_image_export
+
+            ensure_image_export(encoder, self.home)
+            self._onnx_image = None
+
+    def _first_offer(self, tower: str, spec: ModelSpec) -> Encoder | None:
+        """The torch encoder to check `tower`'s export with, if it is loaded for `spec` and this Library has
+        not checked that export before."""
+        if (tower, spec.id) in self._export_offered or self._encoder is None or self._encoder.spec != spec:
+            return None
+        self._export_offered.add((tower, spec.id))
+        return self._encoder
 
     def _model_for(self, catalog: Catalog) -> tuple[ModelSpec, int | None]:
         """The model this index uses: the recorded one (a different request is refused), else the request."""

@@ -1,15 +1,18 @@
-"""Write the ONNX text export (see imgsearch.onnx_text) from a loaded torch encoder, checked before use.
+"""Write the ONNX text and image exports (see imgsearch.onnx_text, imgsearch.onnx_image) from a loaded torch
+encoder, checked before use.
 
 Runs where torch is loaded already (indexing, or a query that had no export), once per model and index
-home. The export is made from the same weights in fp32, pre-optimised by ONNX Runtime, then checked:
-imgsearch's tokenizer must give open_clip's token ids and the ONNX vectors cosine >= MIN_COS to the torch
-encoder's on PROBES; otherwise, or when the model's tokenizer is not CLIP's BPE, meta.json records why
-and queries keep the torch path. Files go to a temporary folder that is renamed into place.
+home. An export is made from the same weights in fp32, pre-optimised by ONNX Runtime, then checked: for
+text, imgsearch's tokenizer must give open_clip's token ids and the ONNX vectors cosine >= MIN_COS to the
+torch encoder's on PROBES; for images, the vectors of IMAGE_PROBES. Otherwise, or when the model's
+tokenizer is not CLIP's BPE, meta.json records why and queries keep the torch path. Files go to a temporary
+folder that is renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +26,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from . import onnx_image
 from .encoder import Encoder, causal_text_tower, encode_text_prefix
+from .onnx_image import OnnxImage
 from .onnx_text import (
     DATA_FILE,
     FILES,
@@ -68,29 +73,49 @@ PROBES = [
 ]
 
 
+#: Query images for checking the image export: noise, flat grey, and a smooth gradient.
+IMAGE_PROBE_SEED = 20261127
+
+
 def ensure_text_export(encoder: Encoder, home: Path, on_start: Callable[[], None] | None = None) -> None:
     """Export the encoder's text tower into `home` unless a usable export, or a record that this model is
     unsupported by these library versions, is there already; `on_start` is called when one is made (it
     takes seconds). Never raises: a failure costs speed only."""
-    if not enabled():
-        return
-    folder = export_folder(home, encoder.spec.id)
-    meta = current_meta(folder, encoder.spec)
+    if enabled():
+        _ensure(encoder, export_folder(home, encoder.spec.id), FORMAT, OnnxText.load, export_text, on_start)
+
+
+def ensure_image_export(encoder: Encoder, home: Path, on_start: Callable[[], None] | None = None) -> None:
+    """The same for the image tower (imgsearch.onnx_image)."""
+    if enabled(onnx_image.SWITCH):
+        folder = export_folder(home, encoder.spec.id, onnx_image.FOLDER)
+        _ensure(encoder, folder, onnx_image.FORMAT, OnnxImage.load, export_image, on_start)
+
+
+def _ensure(
+    encoder: Encoder,
+    folder: Path,
+    format: int,
+    load: Callable[[Path, dict[str, Any]], object | None],
+    export: Callable[[Encoder, Path], dict[str, Any]],
+    on_start: Callable[[], None] | None,
+) -> None:
+    meta = current_meta(folder, encoder.spec, format)
     if meta is not None:
-        if meta.get("supported") and OnnxText.load(folder, meta) is not None:
+        if meta.get("supported") and load(folder, meta) is not None:
             return
         if not meta.get("supported") and meta.get("versions") == _versions():
             return
     if on_start is not None:
         on_start()
     try:
-        export_text(encoder, folder)
+        export(encoder, folder)
     except OSError as e:  # a read-only home or a full disk: try again another time
-        _log.debug("cannot write the text export to %s: %s", folder, e)
+        _log.debug("cannot write the export to %s: %s", folder, e)
     except Exception as e:  # a model the exporter cannot handle; recorded so it is not tried every query
-        _log.debug("text export of %s failed: %s: %s", encoder.spec.id, type(e).__name__, e)
+        _log.debug("export of %s to %s failed: %s: %s", encoder.spec.id, folder, type(e).__name__, e)
         with contextlib.suppress(OSError):
-            _write_meta_only(folder, encoder, f"export failed: {type(e).__name__}: {e}"[:500])
+            _write_meta_only(folder, encoder, f"export failed: {type(e).__name__}: {e}"[:500], format)
 
 
 def export_text(encoder: Encoder, folder: Path) -> dict[str, Any]:
@@ -98,34 +123,63 @@ def export_text(encoder: Encoder, folder: Path) -> dict[str, Any]:
     started = time.perf_counter()
     tokenizer = tokenizer_config(encoder.tokenizer)
     if tokenizer is None:
-        return _write_meta_only(
-            folder, encoder, "the model's tokenizer is not open_clip's CLIP BPE tokenizer"
-        )
+        reason = "the model's tokenizer is not open_clip's CLIP BPE tokenizer"
+        return _write_meta_only(folder, encoder, reason, FORMAT)
     if not causal_text_tower(encoder.model):
-        return _write_meta_only(folder, encoder, "the text tower is not open_clip's causal CLIP transformer")
+        reason = "the text tower is not open_clip's causal CLIP transformer"
+        return _write_meta_only(folder, encoder, reason, FORMAT)
     tmp = _temp_folder(folder)
     try:
         (tmp / MERGES_FILE).write_text("\n".join(read_merges(open_clip_vocab())), encoding="utf-8")
         reference = _fp32_cpu(encoder)
-        _export_onnx(reference, tmp)
-        meta = _meta(encoder, tokenizer=tokenizer, dim=reference.dim, logit_scale=reference.logit_scale)
-        meta["files"] = {name: (tmp / name).stat().st_size for name in FILES}
-        meta.update(_verify(reference, tmp, meta))
-        if not meta["supported"]:
-            for name in FILES:
-                (tmp / name).unlink()
-            del meta["files"]
-        meta["export_seconds"] = round(time.perf_counter() - started, 2)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _install(tmp, folder)
-        _log.info(
-            "text encoder exported for torch-free queries in %.1f s (%s)",
-            meta["export_seconds"],
-            "checked" if meta["supported"] else meta["reason"],
-        )
-        return meta
+        _export_text_onnx(reference, tmp)
+        extra = {"tokenizer": tokenizer, "dim": reference.dim, "logit_scale": reference.logit_scale}
+        meta = _meta(encoder, FORMAT, **extra)
+        return _finish(tmp, folder, meta, FILES, _verify_text, reference, started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_image(encoder: Encoder, folder: Path) -> dict[str, Any]:
+    """Export, verify and install the image tower; returns the meta.json written (supported or not)."""
+    started = time.perf_counter()
+    tmp = _temp_folder(folder)
+    try:
+        reference = _fp32_cpu(encoder)
+        _export_image_onnx(reference, tmp)
+        preprocess = dataclasses.asdict(reference.preprocess)
+        meta = _meta(encoder, onnx_image.FORMAT, dim=reference.dim, preprocess=preprocess)
+        return _finish(tmp, folder, meta, onnx_image.FILES, _verify_image, reference, started)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _finish(
+    tmp: Path,
+    folder: Path,
+    meta: dict[str, Any],
+    files: tuple[str, ...],
+    verify: Callable[[Encoder, Path, dict[str, Any]], dict[str, Any]],
+    reference: Encoder,
+    started: float,
+) -> dict[str, Any]:
+    """Record the files' sizes, check the export against torch, keep it only if it passed, and install."""
+    meta["files"] = {name: (tmp / name).stat().st_size for name in files}
+    meta.update(verify(reference, tmp, meta))
+    if not meta["supported"]:
+        for name in files:
+            (tmp / name).unlink()
+        del meta["files"]
+    meta["export_seconds"] = round(time.perf_counter() - started, 2)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    _install(tmp, folder)
+    _log.info(
+        "%s exported for torch-free queries in %.1f s (%s)",
+        folder.parent.name,
+        meta["export_seconds"],
+        "checked" if meta["supported"] else meta["reason"],
+    )
+    return meta
 
 
 def tokenizer_config(tokenizer: Any) -> dict[str, Any] | None:
@@ -156,15 +210,12 @@ def _fp32_cpu(encoder: Encoder) -> Encoder:
     return Encoder.load(encoder.spec, device="cpu", precision="fp32")
 
 
-def _export_onnx(encoder: Encoder, folder: Path) -> None:
-    """torch.onnx (TorchScript exporter) to a raw file, then ONNX Runtime's offline graph optimisation into
-    text.onnx with the weights in text.onnx.data, so a query's session starts without optimising.
-
-    The graph is encode_text_prefix with a variable number of tokens, so a query runs the tower over its
+def _export_text_onnx(encoder: Encoder, folder: Path) -> None:
+    """The graph is encode_text_prefix with a variable number of tokens, so a query runs the tower over its
     ~10 tokens, not the whole context (4-7x less work). torch's MultiheadAttention would fix the length it
     was traced with into its reshapes; each block's attention is swapped, for the export only, for the same
-    arithmetic written with shapes the tracer keeps symbolic. _verify checks the result, lengths 2 to 77."""
-    import onnxruntime as ort
+    arithmetic written with shapes the tracer keeps symbolic. _verify_text checks the result, lengths 2 to
+    77."""
     import torch
 
     class TextTower(torch.nn.Module):
@@ -175,18 +226,58 @@ def _export_onnx(encoder: Encoder, folder: Path) -> None:
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
             return encode_text_prefix(self.model, tokens)
 
-    raw = folder / "raw.onnx"
     tokens = torch.zeros((2, 8), dtype=torch.long)
     tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, 320, 49407
-    with torch.no_grad(), warnings.catch_warnings(), _traceable_attention(encoder.model):
+    with _traceable_attention(encoder.model):
+        axes = {INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"}}
+        _write_onnx(TextTower(encoder.model), tokens, folder / MODEL_FILE, DATA_FILE, INPUT, OUTPUT, axes)
+
+
+def _export_image_onnx(encoder: Encoder, folder: Path) -> None:
+    """The graph takes (N, H, W, 3) uint8 pixels, as imgsearch.decode makes them, and does what
+    Encoder.embed_pixels does to them before the tower: channels first, scaled, normalised. The same
+    attention swap as for text keeps torch's fused attention kernel, which ONNX cannot express, out of it."""
+    import torch
+
+    mean = torch.tensor(encoder.model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = pixels.permute(0, 3, 1, 2).float().div(255.0).sub(mean).div(std)
+            return self.model.encode_image(x)
+
+    prep = encoder.preprocess
+    pixels = torch.zeros((2, prep.height, prep.width, 3), dtype=torch.uint8)
+    with _traceable_attention(getattr(encoder.model, "visual", None)):
+        axes = {onnx_image.INPUT: {0: "batch"}, onnx_image.OUTPUT: {0: "batch"}}
+        target = folder / onnx_image.MODEL_FILE
+        module = ImageTower(encoder.model)
+        _write_onnx(module, pixels, target, onnx_image.DATA_FILE, onnx_image.INPUT, onnx_image.OUTPUT, axes)
+
+
+def _write_onnx(
+    module: Any, example: Any, target: Path, data_file: str, input: str, output: str, axes: dict[str, Any]
+) -> None:
+    """torch.onnx (TorchScript exporter) to a raw file, then ONNX Runtime's offline graph optimisation into
+    `target` with the weights in `data_file` beside it, so a query's session starts without optimising."""
+    import onnxruntime as ort
+    import torch
+
+    raw = target.with_name("raw.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and opset notes are not for users
         torch.onnx.export(
-            TextTower(encoder.model).eval(),
-            (tokens,),
+            module.eval(),
+            (example,),
             str(raw),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"}},
+            input_names=[input],
+            output_names=[output],
+            dynamic_axes=axes,
             opset_version=17,
             dynamo=False,
         )
@@ -194,8 +285,8 @@ def _export_onnx(encoder: Encoder, folder: Path) -> None:
     # EXTENDED fuses GELU and layer norm into CPU kernels; ALL would add layouts tied to this processor,
     # and the index folder may move to another machine.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(folder / MODEL_FILE)
-    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
+    options.optimized_model_filepath = str(target)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data_file)
     options.add_session_config_entry(
         "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
     )
@@ -205,10 +296,11 @@ def _export_onnx(encoder: Encoder, folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _traceable_attention(model: Any) -> Iterator[None]:
-    """Give each text block an `attention` that computes what open_clip's ResidualAttentionBlock.attention
-    computes (nn.MultiheadAttention, batch first, no separate key/value input) with reshapes by -1, then
-    take it away again. Blocks of another kind keep theirs (and _verify then tells whether that works)."""
+def _traceable_attention(tower: Any) -> Iterator[None]:
+    """Give each block of `tower.transformer` (the CLIP model's text tower, or its `visual`) an `attention`
+    that computes what open_clip's ResidualAttentionBlock.attention computes (nn.MultiheadAttention, batch
+    first, no separate key/value input) with reshapes by -1, then take it away again. Blocks of another
+    kind keep theirs (and the verification then tells whether that works)."""
     import torch
     from open_clip.transformer import ResidualAttentionBlock
 
@@ -225,9 +317,10 @@ def _traceable_attention(model: Any) -> Iterator[None]:
         out = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
         return mha.out_proj(out.transpose(1, 2).flatten(2))
 
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", [])
     patched = [
         block
-        for block in model.transformer.resblocks
+        for block in blocks
         if type(block) is ResidualAttentionBlock
         and isinstance(block.attn, torch.nn.MultiheadAttention)
         and block.attn.batch_first
@@ -242,7 +335,7 @@ def _traceable_attention(model: Any) -> Iterator[None]:
             del block.attention
 
 
-def _verify(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def _verify_text(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Open the export as a query would and compare it with torch on PROBES, in one batch and one by one
     (every length the graph must handle): tokens equal, cos >= MIN_COS."""
     import numpy as np
@@ -257,16 +350,38 @@ def _verify(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str,
         return {"supported": False, "reason": f"tokenizer differs from open_clip on {bad[:3]}"}
     expected = reference.embed_texts(PROBES)
     alone = np.concatenate([onnx.embed_texts([probe]) for probe in PROBES])  # each at its own length
-    cos = float(min((got * expected).sum(axis=1).min() for got in (onnx.embed_texts(PROBES), alone)))
-    verified = {"probes": len(PROBES), "min_cos": round(cos, 7)}
+    return _verdict(expected, [onnx.embed_texts(PROBES), alone])
+
+
+def _verify_image(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Open the export as a query would and compare it with torch on image probes (noise, flat grey, a
+    gradient), in one batch and one by one: cos >= MIN_COS."""
+    import numpy as np
+
+    onnx = OnnxImage.load(folder, meta)
+    if onnx is None:
+        return {"supported": False, "reason": "the exported files do not load"}
+    prep = reference.preprocess
+    noise = np.random.default_rng(IMAGE_PROBE_SEED).integers(0, 256, (2, prep.height, prep.width, 3))
+    grey = np.full((1, prep.height, prep.width, 3), 128)
+    ramp = np.broadcast_to(np.linspace(0, 255, prep.width)[None, None, :, None], grey.shape)
+    probes = np.concatenate([noise, grey, ramp]).astype(np.uint8)
+    alone = np.concatenate([onnx.embed_pixels(probe[None]) for probe in probes])
+    return _verdict(reference.embed_pixels(probes), [onnx.embed_pixels(probes), alone])
+
+
+def _verdict(expected: Any, outputs: list[Any]) -> dict[str, Any]:
+    """Supported when every output row has cosine >= MIN_COS to torch's."""
+    cos = float(min((got * expected).sum(axis=1).min() for got in outputs))
+    verified = {"probes": len(expected), "min_cos": round(cos, 7)}
     if cos < MIN_COS:
         return {"supported": False, "reason": f"cosine to torch {cos:.6f} < {MIN_COS}", "verified": verified}
     return {"supported": True, "verified": verified}
 
 
-def _meta(encoder: Encoder, **extra: Any) -> dict[str, Any]:
+def _meta(encoder: Encoder, format: int, **extra: Any) -> dict[str, Any]:
     return {
-        "format": FORMAT,
+        "format": format,
         "model": encoder.spec.id,
         "source": source_stamp(encoder.spec),
         "versions": _versions(),
@@ -286,9 +401,9 @@ def _versions() -> dict[str, str | None]:
     return {name: installed(name) for name in ("torch", "open_clip_torch", "onnxruntime")}
 
 
-def _write_meta_only(folder: Path, encoder: Encoder, reason: str) -> dict[str, Any]:
+def _write_meta_only(folder: Path, encoder: Encoder, reason: str, format: int) -> dict[str, Any]:
     """Record that this model has no export, and why, so queries stop trying."""
-    meta = _meta(encoder, supported=False, reason=reason)
+    meta = _meta(encoder, format, supported=False, reason=reason)
     tmp = _temp_folder(folder)
     try:
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -40,17 +40,17 @@ INPUT = "tokens"
 OUTPUT = "embedding"
 
 
-def enabled() -> bool:
+def enabled(variable: str = "IMGSEARCH_TEXT_EXPORT") -> bool:
     """$IMGSEARCH_TEXT_EXPORT=0 turns the export off: none is made (it takes disk, ~250 MB for ViT-B-32)
-    and none is used, so text queries always load torch."""
-    return os.environ.get("IMGSEARCH_TEXT_EXPORT", "1").strip().lower() not in ("0", "false", "no", "off")
+    and none is used, so text queries always load torch. (imgsearch.onnx_image has its own switch.)"""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def export_folder(home: str | os.PathLike[str], model_id: str) -> Path:
-    """`<home>/text-encoder/<readable part of the id>-<hash>`: one folder per model, any id is a safe name."""
+def export_folder(home: str | os.PathLike[str], model_id: str, kind: str = FOLDER) -> Path:
+    """`<home>/<kind>/<readable part of the id>-<hash>`: one folder per model, any id is a safe name."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._")[-60:]
     digest = hashlib.blake2b(model_id.encode(), digest_size=6).hexdigest()
-    return Path(home) / FOLDER / f"{readable}-{digest}"
+    return Path(home) / kind / f"{readable}-{digest}"
 
 
 def source_stamp(spec: ModelSpec) -> list[list[Any]] | None:
@@ -76,14 +76,34 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def current_meta(folder: Path, spec: ModelSpec) -> dict[str, Any] | None:
+def current_meta(folder: Path, spec: ModelSpec, format: int = FORMAT) -> dict[str, Any] | None:
     """The export's meta.json when it was made by this format for this very model, else None."""
     meta = read_meta(folder)
-    if meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.id:
+    if meta is None or meta.get("format") != format or meta.get("model") != spec.id:
         return None
     if meta.get("source") != source_stamp(spec):
         return None
     return meta
+
+
+def usable_meta(folder: Path, spec: ModelSpec, format: int, what: str) -> dict[str, Any] | None:
+    """The meta.json of a current export in `folder` that was checked and found fit, else None (why goes
+    to the debug log)."""
+    meta = current_meta(folder, spec, format)
+    if meta is None:
+        _log.debug("no current %s export in %s", what, folder)
+        return None
+    if not meta.get("supported"):
+        _log.debug("%s export unsupported for %s: %s", what, spec.id, meta.get("reason"))
+        return None
+    return meta
+
+
+def check_sizes(folder: Path, meta: dict[str, Any], names: Sequence[str]) -> None:
+    """Raise ValueError unless each file has the size meta.json recorded (a torn or replaced export)."""
+    for name in names:
+        if (folder / name).stat().st_size != meta["files"][name]:
+            raise ValueError(f"{name} has another size than recorded")
 
 
 def cpu_threads() -> int:
@@ -128,23 +148,14 @@ class OnnxText:
         if not enabled():
             return None
         folder = export_folder(home, spec.id)
-        meta = current_meta(folder, spec)
-        if meta is None:
-            _log.debug("no current text export in %s", folder)
-            return None
-        if not meta.get("supported"):
-            _log.debug("text export unsupported for %s: %s", spec.id, meta.get("reason"))
-            return None
-        return cls.load(folder, meta, warm)
+        meta = usable_meta(folder, spec, FORMAT, "text")
+        return None if meta is None else cls.load(folder, meta, warm)
 
     @classmethod
     def load(cls, folder: Path, meta: dict[str, Any], warm: bool = False) -> OnnxText | None:
         """Open the files `meta` describes; None if any is missing, of another size, or unreadable."""
         try:
-            sizes = meta["files"]
-            for name in FILES:
-                if (folder / name).stat().st_size != sizes[name]:
-                    raise ValueError(f"{name} has another size than recorded")
+            check_sizes(folder, meta, FILES)
             tok = meta["tokenizer"]
             tokenizer = ClipTokenizer(read_merges(folder / MERGES_FILE), tok["context_length"], tok["clean"])
             return cls(open_session(folder / MODEL_FILE, warm), tokenizer, meta)
@@ -155,6 +166,10 @@ class OnnxText:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> (N, dim) float32 unit vectors. The tokens are cut after the last end-of-text token
         (the graph takes any length: see imgsearch.encoder.encode_text_prefix)."""
-        out = self.session.run([OUTPUT], {INPUT: trim_padding(self.tokenizer(texts))})[0]
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit_rows(self.session.run([OUTPUT], {INPUT: trim_padding(self.tokenizer(texts))})[0])
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1, as float32 (an all-zero row stays zero)."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -39,6 +39,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("IMGSEARCH_MODEL", raising=False)
     # The ONNX text export costs each indexing test a second; tests/test_text_onnx.py turns it back on.
     monkeypatch.setenv("IMGSEARCH_TEXT_EXPORT", "0")
+    monkeypatch.setenv("IMGSEARCH_IMAGE_EXPORT", "0")  # and the image one (tests/test_image_onnx.py)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for a hub...
     from huggingface_hub import constants
 
