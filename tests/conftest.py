@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from imgsearch.encoder import Encoder
+from imgsearch.models import parse_model_spec
 from tests.tiny_model import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,6 +59,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model(tiny_model_dir: Path) -> str:
     """The --model spec of the tiny test model."""
     return f"local-dir:{tiny_model_dir}"
+
+
+@pytest.fixture(scope="session")
+def torch_encoder(tiny_model: str) -> Encoder:
+    """The tiny model loaded through torch on the CPU in fp32: the reference the ONNX exports must match."""
+    return Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
 
 
 @pytest.fixture

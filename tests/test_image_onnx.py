@@ -12,8 +12,6 @@ import pytest
 import imgsearch.onnx_export as onnx_export
 from imgsearch import Library
 from imgsearch.decode import decode_file
-from imgsearch.encoder import Encoder
-from imgsearch.models import parse_model_spec
 from imgsearch.onnx_export import export_image
 from imgsearch.onnx_image import DATA_FILE, FOLDER, OnnxImage
 from imgsearch.onnx_text import META_FILE, export_folder
@@ -26,11 +24,6 @@ TORCH = {"torch", "open_clip", "torchvision"}
 @pytest.fixture
 def export_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMGSEARCH_IMAGE_EXPORT", "1")  # conftest turns it off for the other tests
-
-
-@pytest.fixture(scope="module")
-def torch_encoder(tiny_model: str) -> Encoder:
-    return Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
 
 
 def test_export_of_the_tiny_model_gives_the_torch_vectors_of_real_photos(torch_encoder, tmp_path):

@@ -52,11 +52,6 @@ def export_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMGSEARCH_TEXT_EXPORT", "1")  # conftest turns it off for the other tests
 
 
-@pytest.fixture(scope="module")
-def torch_encoder(tiny_model: str) -> Encoder:
-    return Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
-
-
 @pytest.mark.parametrize("clean", ["lower", "whitespace", "canonicalize"])
 @pytest.mark.parametrize("context_length", [77, 16])
 def test_tokenizer_gives_open_clip_token_ids(clean, context_length):
