@@ -139,8 +139,13 @@ class Encoder:
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.runtime.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
-            return self._unit(self.model.encode_image(x.to(self.dtype)))
+            return self._unit(self.model.encode_image(self.tower_input(x)))
+
+    def tower_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 pixels -> the image tower's input: channels first, scaled to 0..1, normalised
+        with the model's mean and std, in its dtype (the ONNX image export traces this same step)."""
+        x = pixels.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
+        return x.to(self.dtype)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Texts -> (N, dim) float32 unit vectors."""

@@ -347,7 +347,7 @@ class Library:
         server, or after indexing), else the model's ONNX image export (imgsearch.onnx_image: no torch
         import) under the CPU's fp32 or auto numerics, else torch, which then makes the export."""
         held = self._encoder is not None and self._encoder.spec == spec
-        if not held and self.device in ("auto", "cpu") and self.precision in ("auto", "fp32"):
+        if not held and self._exports_fit:
             if self._onnx_image is None or self._onnx_image[0] != spec:
                 self._onnx_image = (spec, OnnxImage.open(self.home, spec))
             if self._onnx_image[1] is not None:
@@ -502,7 +502,7 @@ class Library:
         query's text encoding is milliseconds either way, and the cold cost is importing torch."""
         held = self._encoder if self._encoder is not None and self._encoder.spec == spec else None
         on_cpu = held is None or held.runtime.device == "cpu"
-        if on_cpu and self.device in ("auto", "cpu") and self.precision in ("auto", "fp32"):
+        if on_cpu and self._exports_fit:
             if self._onnx_text is None or self._onnx_text[0] != spec:
                 self._onnx_text = (spec, OnnxText.open(self.home, spec, warm=self._warm))
             if self._onnx_text[1] is not None:
@@ -510,6 +510,11 @@ class Library:
         encoder = self.encoder(spec)
         self._offer_text_export(spec)
         return encoder
+
+    @property
+    def _exports_fit(self) -> bool:
+        """Whether the requested numerics are the ONNX exports' own: fp32 on the CPU (or auto)."""
+        return self.device in ("auto", "cpu") and self.precision in ("auto", "fp32")
 
     def _kept_catalog(self) -> Catalog:
         """The catalog a warm Library keeps open between queries (opening one costs a few milliseconds),

@@ -73,7 +73,7 @@ PROBES = [
 ]
 
 
-#: Query images for checking the image export: noise, flat grey, and a smooth gradient.
+#: Seed of the noise images among the image export's probes (with flat grey and a gradient: _verify_image).
 IMAGE_PROBE_SEED = 20261127
 
 
@@ -239,24 +239,21 @@ def _export_image_onnx(encoder: Encoder, folder: Path) -> None:
     attention swap as for text keeps torch's fused attention kernel, which ONNX cannot express, out of it."""
     import torch
 
-    mean = torch.tensor(encoder.model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(encoder.model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
-
     class ImageTower(torch.nn.Module):
-        def __init__(self, model: Any):
+        def __init__(self, encoder: Encoder):
             super().__init__()
-            self.model = model
+            self.model = encoder.model
+            self.tower_input = encoder.tower_input
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            x = pixels.permute(0, 3, 1, 2).float().div(255.0).sub(mean).div(std)
-            return self.model.encode_image(x)
+            return self.model.encode_image(self.tower_input(pixels))
 
     prep = encoder.preprocess
     pixels = torch.zeros((2, prep.height, prep.width, 3), dtype=torch.uint8)
     with _traceable_attention(getattr(encoder.model, "visual", None)):
         axes = {onnx_image.INPUT: {0: "batch"}, onnx_image.OUTPUT: {0: "batch"}}
         target = folder / onnx_image.MODEL_FILE
-        module = ImageTower(encoder.model)
+        module = ImageTower(encoder)
         _write_onnx(module, pixels, target, onnx_image.DATA_FILE, onnx_image.INPUT, onnx_image.OUTPUT, axes)
 
 

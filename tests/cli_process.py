@@ -163,24 +163,25 @@ def children(pid: int) -> list[int]:
 
 
 def processes_where(parent: int | None = None, session: int | None = None) -> list[int]:
-    """Pids of the live (not zombie) processes with this parent pid and/or session id, from /proc (Linux)."""
+    """Pids of the live processes with this parent pid and/or session id, from /proc (Linux)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] == "Z":  # a zombie has ended; only its reaping is left
-                continue
-            if parent in (None, int(fields[1])) and session in (None, int(fields[3])):
-                found.append(int(entry.name))
+        fields = _live_stat(entry.name) if entry.name.isdigit() else None
+        if fields and parent in (None, int(fields[1])) and session in (None, int(fields[3])):
+            found.append(int(entry.name))
     return found
 
 
 def alive(pid: int) -> bool:
     """Whether a process is running (a zombie, ended but not yet reaped, is not), on Linux."""
+    return _live_stat(str(pid)) is not None
+
+
+def _live_stat(pid: str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, ...), or None when
+    the process is gone or a zombie (it has ended; only its reaping is left)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+    return None if fields[0] == "Z" else fields
