@@ -40,8 +40,8 @@ import json, sys, time
 t = [time.perf_counter()]
 from imgsearch.cli import main
 from imgsearch.library import Library
-from imgsearch.query import Term, combine
-from imgsearch.search import _match
+from imgsearch.search.query import Term, combine
+from imgsearch.search.nearest import _match
 t.append(time.perf_counter())
 library = Library()
 with library._reader() as (catalog, vectors, spec):
@@ -103,7 +103,7 @@ def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, 
 
 def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, object]:
     from imgsearch import Library
-    from imgsearch.models import parse_model_spec
+    from imgsearch.model.specs import parse_model_spec
 
     spec = make_model(model, work / "model")
     model_id = parse_model_spec(spec).id

@@ -107,7 +107,7 @@ def synthetic_library(
     Rows go in 20,000 per transaction, then the FAISS file is built as `imgsearch index` leaves it: exact,
     or trained as the approximate index from its threshold on (imgsearch.store.ann).
     """
-    from imgsearch.decode import hash_file
+    from imgsearch.index.decode import hash_file
     from imgsearch.store.catalog import Catalog, Content, _content_values
     from imgsearch.store.schema import images
 

@@ -56,10 +56,10 @@ def measure(
     model: str, count: int, width: int, height: int, mixed: bool, device: str, memory: bool, work: Path
 ) -> dict[str, object]:
     from imgsearch import Library
-    from imgsearch.decode import decode_file
-    from imgsearch.encoder import Encoder
-    from imgsearch.events import IndexEvents
-    from imgsearch.models import parse_model_spec
+    from imgsearch.index.decode import decode_file
+    from imgsearch.index.events import IndexEvents
+    from imgsearch.model.encoder import Encoder
+    from imgsearch.model.specs import parse_model_spec
 
     cores = os.cpu_count() or 1
     spec = make_model(model, work / "model")

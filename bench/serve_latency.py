@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="Print the results as one JSON object.")
     args = parser.parse_args()
     from imgsearch.library import Library
-    from imgsearch.models import parse_model_spec
+    from imgsearch.model.specs import parse_model_spec
 
     queries = texts(args.queries + 20)[20:]
     results: dict[str, object] = {"model": args.model, "machine": machine(), "queries": args.queries}

@@ -1,4 +1,4 @@
-"""The ONNX text export (imgsearch.onnx_export / onnx_text): its cost, its fidelity, its cold-start pieces.
+"""The ONNX text export (imgsearch.model.export / onnx_text): its cost, its fidelity, its cold-start pieces.
 
     python bench/text_export.py [--model ViT-B-32] [--runs 20] [--work DIR]
 
@@ -28,9 +28,9 @@ TEXTS = ["a red apple on a table", "mountain lake in winter", "two dogs playing 
 _COLD = r"""
 import json, statistics, sys, time
 t0 = time.perf_counter()
-from imgsearch.onnx_text import OnnxText, export_folder, read_meta, open_session, MODEL_FILE
-from imgsearch.tokenizer import ClipTokenizer, read_merges
-from imgsearch.models import parse_model_spec
+from imgsearch.model.onnx_text import OnnxText, export_folder, read_meta, open_session, MODEL_FILE
+from imgsearch.model.tokenizer import ClipTokenizer, read_merges
+from imgsearch.model.specs import parse_model_spec
 t1 = time.perf_counter()
 home, model, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 spec = parse_model_spec(model)
@@ -83,10 +83,10 @@ def main() -> None:
 
     import numpy as np
 
-    from imgsearch.encoder import Encoder
-    from imgsearch.models import parse_model_spec
-    from imgsearch.onnx_export import export_text
-    from imgsearch.onnx_text import export_folder
+    from imgsearch.model.encoder import Encoder
+    from imgsearch.model.export import export_text
+    from imgsearch.model.onnx_text import export_folder
+    from imgsearch.model.specs import parse_model_spec
 
     spec = parse_model_spec(spec_text)
     encoder = Encoder.load(spec, device="cpu", precision="fp32")

@@ -13,8 +13,8 @@ __all__ = ["Filters", "ImgsearchError", "Library", "Match", "Status", "Term"]
 if TYPE_CHECKING:
     from .errors import ImgsearchError
     from .library import Library, Status
-    from .match import Match
-    from .query import Filters, Term
+    from .search.match import Match
+    from .search.query import Filters, Term
 
 
 def __getattr__(name: str) -> Any:
@@ -27,11 +27,11 @@ def __getattr__(name: str) -> Any:
 
         return getattr(library, name)
     if name in ("Filters", "Term"):
-        from . import query
+        from .search import query
 
         return getattr(query, name)
     if name == "Match":
-        from .match import Match
+        from .search.match import Match
 
         return Match
     raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")

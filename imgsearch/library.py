@@ -22,25 +22,25 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from .classify import Classification, ZeroShot, check_arguments, with_wanted
-from .duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
-from .encoder import Encoder
 from .errors import DecodeError, IndexBusy, IndexNotFound, ModelMismatch, UsageError
-from .events import IndexEvents
 from .home import default_home
-from .models import DEFAULT_MODEL, ModelSpec, parse_model_spec
-from .onnx_image import OnnxImage
-from .onnx_text import OnnxText
-from .query import Filters, Term, combine
-from .scan import absolute
-from .search import Match, allowed_ids, nearest
+from .index.events import IndexEvents
+from .index.scan import absolute
+from .model.encoder import Encoder
+from .model.onnx_image import OnnxImage
+from .model.onnx_text import OnnxText
+from .model.specs import DEFAULT_MODEL, ModelSpec, parse_model_spec
+from .search.classify import Classification, ZeroShot, check_arguments, with_wanted
+from .search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
+from .search.nearest import Match, allowed_ids, nearest
+from .search.query import Filters, Term, combine
 from .store.catalog import Catalog, storage_error
 from .store.vectors import VectorIndex, describe_file, remove_stale_temp_files, vectors_file
 
 if TYPE_CHECKING:  # the indexer (multiprocessing, Pillow) and the write lock are for writers only
     from filelock import FileLock
 
-    from .indexer import IndexReport
+    from .index.indexer import IndexReport
 
 _log = logging.getLogger("imgsearch")
 
@@ -83,7 +83,7 @@ class Status:
 class Library:
     """An image index in one folder (`home`): index folders into it, search it by text or by image.
 
-    `model` is a model spec (see imgsearch.models); None means the model the index was built with, or the
+    `model` is a model spec (see imgsearch.model.specs); None means the model the index was built with, or the
     default for a new index. The encoder is loaded on first need and kept, so a long-lived Library answers
     later queries without loading it again; `encoder` hands it one already loaded.
     """
@@ -228,7 +228,7 @@ class Library:
             vectors = (
                 VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
             )
-        from .indexer import Indexer
+        from .index.indexer import Indexer
 
         indexer = Indexer(catalog, vectors, lambda: self.encoder(spec), spec.id, events, self.workers)
         try:
@@ -312,7 +312,7 @@ class Library:
 
     def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
         """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
-        from .decode import decode_file, hash_file
+        from .index.decode import decode_file, hash_file
 
         path = absolute(image)
         if not os.path.isfile(path):
@@ -344,7 +344,7 @@ class Library:
 
     def _image_encoder(self, spec: ModelSpec) -> Encoder | OnnxImage:
         """What encodes a query picture that is not indexed: the torch encoder when it is loaded already (a
-        server, or after indexing), else the model's ONNX image export (imgsearch.onnx_image: no torch
+        server, or after indexing), else the model's ONNX image export (imgsearch.model.onnx_image: no torch
         import) under the CPU's fp32 or auto numerics, else torch, which then makes the export."""
         held = self._encoder is not None and self._encoder.spec == spec
         if not held and self._exports_fit:
@@ -398,8 +398,8 @@ class Library:
         temperature: float | None = None,
         min_prob: float = 0.0,
     ) -> list[Classification]:
-        """Each image's most probable label among `labels` (CLIP zero-shot, see imgsearch.classify), in path
-        order. Only the label texts are encoded; images use their stored vectors. Images whose best label
+        """Each image's most probable label among `labels` (CLIP zero-shot, see
+        imgsearch.search.classify), in path order. Only the label texts are encoded; images use their stored vectors. Images whose best label
         has less than `min_prob` are left out; `temperature` replaces the model's logit scale by 1/T."""
         check_arguments(labels, temperature, min_prob)
         with self._reader() as (catalog, vectors, spec):
@@ -451,7 +451,7 @@ class Library:
         self, under: str | os.PathLike[str] | None = None, threshold: float = DEFAULT_THRESHOLD
     ) -> list[DuplicateGroup]:
         """Groups of byte-identical copies ("exact") and of images whose cosine is at least `threshold`
-        ("near"), largest first (see imgsearch.duplicates). Stored vectors and content hashes only: the
+        ("near"), largest first (see imgsearch.search.duplicates). Stored vectors and content hashes only: the
         model is never loaded."""
         check_threshold(threshold)  # before opening the index: a bad argument is the first thing to hear
         with self._reader() as (catalog, vectors, _spec):
@@ -493,8 +493,8 @@ class Library:
         return np.stack([found[text] for text in texts])
 
     def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
-        """What encodes texts (queries, labels): the model's ONNX text export (imgsearch.onnx_text: no torch
-        import, so a cold query is fast, and over only the query's tokens it is also faster warm) when the
+        """What encodes texts (queries, labels): the model's ONNX text export (imgsearch.model.onnx_text:
+        no torch import, so a cold query is fast, and over only the query's tokens it is also faster warm) when the
         numerics are the CPU's fp32 or auto and no GPU encoder is held; else the torch encoder, which then
         makes the export for next time.
 
@@ -534,7 +534,7 @@ class Library:
 
     def warm_up(self) -> None:
         """Load now what queries need, set up for many of them (a server): the model, and the text export
-        with its weights prepacked for this CPU (see imgsearch.onnx_text.open_session)."""
+        with its weights prepacked for this CPU (see imgsearch.model.onnx_text.open_session)."""
         self._warm = True  # also when this fails (no index yet): later queries still find it set
         self._onnx_text = None
         spec = self.model_spec()
@@ -546,7 +546,7 @@ class Library:
         (once per Library and model; seconds, once per home; a failure only logs); the next text uses it."""
         encoder = self._first_offer("text", spec)
         if encoder is not None:
-            from .onnx_export import ensure_text_export
+            from .model.export import ensure_text_export
 
             say = "preparing fast text queries (once per model)"
             ensure_text_export(encoder, self.home, partial(events.preparing, say) if events else None)
@@ -557,7 +557,7 @@ class Library:
         at index time: the export takes disk that only users of such queries should pay)."""
         encoder = self._first_offer("image", spec)
         if encoder is not None:
-            from .onnx_export import ensure_image_export
+            from .model.export import ensure_image_export
 
             ensure_image_export(encoder, self.home)
             self._onnx_image = None

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch.encoder import Encoder
-from imgsearch.models import parse_model_spec
+from imgsearch.model.encoder import Encoder
+from imgsearch.model.specs import parse_model_spec
 from tests.tiny_model import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from imgsearch import Library
-from imgsearch.decode import Preprocess
-from imgsearch.encoder import Runtime
-from imgsearch.models import parse_model_spec
+from imgsearch.model.encoder import Runtime
+from imgsearch.model.preprocess import Preprocess
+from imgsearch.model.specs import parse_model_spec
 from imgsearch.store.catalog import Catalog, Content
 
 FAKE_MODEL = "local-dir:/controlled-test-model"

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from imgsearch.indexer import _decode_job
+from imgsearch.index.workers import decode_job
 
 
 def decode_or_misbehave(path: bytes, prep):  # type: ignore[no-untyped-def]
@@ -18,4 +18,4 @@ def decode_or_misbehave(path: bytes, prep):  # type: ignore[no-untyped-def]
         os.kill(os.getpid(), signal.SIGSEGV)  # what a decoder bug in C looks like from Python
     if name.startswith(b"hang"):
         time.sleep(3600)  # a decoder stuck in a loop
-    return _decode_job(path, prep)
+    return decode_job(path, prep)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsearch.classify import TEMPLATES, ZeroShot, softmax
 from imgsearch.errors import UsageError
+from imgsearch.search.classify import TEMPLATES, ZeroShot, softmax
 from imgsearch.store.catalog import Catalog
 from tests.conftest import SAMPLE_COUNT
 from tests.controlled import ControlledEncoder, Item, controlled_library, unit

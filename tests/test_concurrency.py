@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from imgsearch import Library
-from imgsearch.encoder import Encoder
-from imgsearch.models import parse_model_spec
+from imgsearch.model.encoder import Encoder
+from imgsearch.model.specs import parse_model_spec
 from tests import cli_process
 
 BUSY = "another imgsearch process is writing to the index"

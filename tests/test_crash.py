@@ -33,9 +33,9 @@ import pytest
 from PIL import Image
 
 from imgsearch import Library
-from imgsearch.decode import decode_file
-from imgsearch.encoder import Encoder
-from imgsearch.models import parse_model_spec
+from imgsearch.index.decode import decode_file
+from imgsearch.model.encoder import Encoder
+from imgsearch.model.specs import parse_model_spec
 from imgsearch.store.catalog import Catalog
 from imgsearch.store.vectors import VectorIndex, vectors_file
 from tests import cli_process

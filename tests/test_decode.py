@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from imgsearch.decode import (
+from imgsearch.errors import DecodeError
+from imgsearch.index.decode import (
     DRAFT_FACTOR,
     Preprocess,
     decode_file,
@@ -25,7 +26,6 @@ from imgsearch.decode import (
     hash_file,
     open_upright_rgb,
 )
-from imgsearch.errors import DecodeError
 from tests.conftest import SAMPLE_PHOTOS
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -131,8 +131,8 @@ def test_multi_picture_jpeg_is_drafted_too(big_photo: Path):
 def test_draft_decode_gives_the_same_embedding(big_photo: Path, tiny_model: str):
     import torch
 
-    from imgsearch.encoder import Encoder
-    from imgsearch.models import parse_model_spec
+    from imgsearch.model.encoder import Encoder
+    from imgsearch.model.specs import parse_model_spec
 
     encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
     prep = encoder.preprocess

@@ -174,9 +174,9 @@ def test_threshold_must_be_above_0_and_at_most_1(tmp_path):
 def test_groups_equal_brute_force_connected_components(tmp_path, monkeypatch):
     """Many images, queries in small batches: the groups are exactly the connected components of the
     pairs at or above the threshold, computed here by brute force."""
-    import imgsearch.duplicates
+    import imgsearch.search.duplicates
 
-    monkeypatch.setattr(imgsearch.duplicates, "_QUERY_BATCH", 7)
+    monkeypatch.setattr(imgsearch.search.duplicates, "_QUERY_BATCH", 7)
     rng = np.random.default_rng(7)
     vectors = []
     for _ in range(25):

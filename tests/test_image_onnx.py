@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-import imgsearch.onnx_export as onnx_export
+import imgsearch.model.export as onnx_export
 from imgsearch import Library
-from imgsearch.decode import decode_file
-from imgsearch.onnx_export import export_image
-from imgsearch.onnx_image import DATA_FILE, FOLDER, OnnxImage
-from imgsearch.onnx_text import META_FILE, export_folder
+from imgsearch.index.decode import decode_file
+from imgsearch.model.export import export_image
+from imgsearch.model.onnx_image import DATA_FILE, FOLDER, OnnxImage
+from imgsearch.model.onnx_text import META_FILE, export_folder
 from tests.conftest import SAMPLE_PHOTOS
 from tests.test_text_onnx import _run
 

@@ -164,7 +164,7 @@ def test_identical_new_files_are_encoded_once(cli, photos):
 
 
 def test_an_interrupted_run_keeps_its_batches_and_the_next_run_resumes(tiny_model, photos, isolated_home):
-    from imgsearch.events import IndexEvents
+    from imgsearch.index.events import IndexEvents
 
     class StopAfterFirstBatch(IndexEvents):
         def __init__(self):
@@ -303,9 +303,11 @@ def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path):
     """Worker deaths are survived: the culprits are named by retrying suspects alone; the rest decode."""
     import time
 
-    from imgsearch.decode import DecodedImage, Preprocess
-    from imgsearch.indexer import _decode_all, _Job
-    from imgsearch.scan import FileStat
+    from imgsearch.index.decode import DecodedImage
+    from imgsearch.index.indexer import _Job
+    from imgsearch.index.scan import FileStat
+    from imgsearch.index.workers import decode_all
+    from imgsearch.model.preprocess import Preprocess
     from tests.misbehaving_decoder import decode_or_misbehave
 
     names = [f"good{i}.jpg" for i in range(6)] + ["crash.jpg", "hang.jpg"]
@@ -315,7 +317,7 @@ def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path):
         shutil.copy(sorted(SAMPLE_PHOTOS.glob("*.jpg"))[i], path)
         jobs.append(_Job(bytes([i]), ((FileStat(os.fsencode(path), 0, 0), None),)))
     started = time.monotonic()
-    results = dict(_decode_all(jobs, Preprocess(32, 32), 2, decode=decode_or_misbehave, limit=2))
+    results = dict(decode_all(jobs, Preprocess(32, 32), 2, decode=decode_or_misbehave, limit=2))
     assert time.monotonic() - started < 60
     by_name = {os.path.basename(job.path).decode(): result for job, result in results.items()}
     assert set(by_name) == set(names)

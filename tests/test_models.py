@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsearch.encoder import Encoder
 from imgsearch.errors import UsageError
-from imgsearch.models import parse_model_spec
+from imgsearch.model.encoder import Encoder
+from imgsearch.model.specs import parse_model_spec
 
 
 def test_specs_parse_into_canonical_ids(tmp_path, monkeypatch):
@@ -143,7 +143,7 @@ def test_text_embeddings_skip_the_padding_without_changing(tiny_model):
     pass, for short and long texts in one batch and alone."""
     import torch
 
-    from imgsearch.encoder import causal_text_tower
+    from imgsearch.model.encoder import causal_text_tower
 
     encoder = Encoder.load(parse_model_spec(tiny_model), "cpu", "fp32")
     assert causal_text_tower(encoder.model)
@@ -158,8 +158,8 @@ def test_loading_takes_the_checkpoint_as_it_is_and_leaves_torch_as_it_was(
     tiny_model, tiny_model_dir, tmp_path
 ):
     """Encoder.load skips the random initialisation and hands the checkpoint's tensors to the model
-    (imgsearch.encoder._lean_construction): every weight is the file's, buffers the model computes are as
-    open_clip computes them, nothing stays memory-mapped from the file, and torch's and safetensors'
+    (imgsearch.model.encoder._lean_construction): every weight is the file's, buffers the model computes
+    are as open_clip computes them, nothing stays memory-mapped from the file, and torch's and safetensors'
     functions are their own again afterwards, also after a load that failed."""
     import sys
 

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from imgsearch import Library
-from imgsearch.decode import decode_file
-from imgsearch.encoder import Encoder
-from imgsearch.models import parse_model_spec
+from imgsearch.index.decode import decode_file
+from imgsearch.model.encoder import Encoder
+from imgsearch.model.specs import parse_model_spec
 
 PATHS = ["a.jpg", "b.jpg", "sub/c.jpg", "sub/deep/d.jpg"]
 BAD = b"this is not an image, whatever its name says"

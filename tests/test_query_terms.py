@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imgsearch.errors import UsageError
-from imgsearch.query import Filters, Term, split_weight
+from imgsearch.search.query import Filters, Term, split_weight
 from tests.controlled import ControlledEncoder, Item, controlled_library, unit
 
 DIM = 8
@@ -167,7 +167,7 @@ def test_unknown_file_types_are_a_usage_error():
 
 
 def test_a_label_filter_returns_the_exact_top_k_among_images_labelled_so(tmp_path):
-    from imgsearch.classify import TEMPLATES
+    from imgsearch.search.classify import TEMPLATES
 
     cat, dog = np.eye(DIM, dtype=np.float32)[4], np.eye(DIM, dtype=np.float32)[5]
     texts = {"beach": BEACH}

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from imgsearch import Library
-from imgsearch.decode import decode_file
-from imgsearch.encoder import Encoder, Runtime, choose_runtime
-from imgsearch.models import parse_model_spec
+from imgsearch.index.decode import decode_file
+from imgsearch.model.encoder import Encoder, Runtime, choose_runtime
+from imgsearch.model.specs import parse_model_spec
 from imgsearch.store.catalog import Catalog
 
 

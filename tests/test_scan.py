@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch.scan import under, walk
+from imgsearch.index.scan import under, walk
 
 
 def touch(path: Path | bytes, content: bytes = b"x") -> None:

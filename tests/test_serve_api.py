@@ -109,7 +109,7 @@ def test_search_pages_with_offset_and_takes_weights_and_not(client):
 
 
 def test_post_query_mirrors_library_query(client, library, shared):
-    from imgsearch.query import Filters, Term
+    from imgsearch.search.query import Filters, Term
 
     indexed = shared[1]
     body = {
@@ -138,8 +138,8 @@ def test_post_query_mirrors_library_query(client, library, shared):
 
 
 def test_wire_round_trip():
-    from imgsearch.query import Filters, Term
-    from imgsearch.wire import Query, query_from_json, query_to_json
+    from imgsearch.search.query import Filters, Term
+    from imgsearch.serve.wire import Query, query_from_json, query_to_json
 
     query = Query(
         [Term.text("a", 2.0), Term.image("/x.jpg", -1.0)],
@@ -508,7 +508,7 @@ def test_a_name_that_is_not_utf8_comes_back_exactly(tmp_path, isolated_home, lib
 def test_the_result_schema_has_every_field_of_a_match():
     import dataclasses
 
-    from imgsearch.match import Match
+    from imgsearch.search.match import Match
     from imgsearch.serve.app import MatchOut
 
     assert set(MatchOut.model_fields) == {f.name for f in dataclasses.fields(Match)} | {"path_bytes"}

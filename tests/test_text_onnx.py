@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from imgsearch import Library
-from imgsearch.encoder import Encoder
-from imgsearch.models import parse_model_spec
-from imgsearch.onnx_export import ensure_text_export, export_text, tokenizer_config
-from imgsearch.onnx_text import DATA_FILE, META_FILE, MODEL_FILE, OnnxText, export_folder
-from imgsearch.tokenizer import ClipTokenizer, open_clip_vocab, read_merges
+from imgsearch.model.encoder import Encoder
+from imgsearch.model.export import ensure_text_export, export_text, tokenizer_config
+from imgsearch.model.onnx_text import DATA_FILE, META_FILE, MODEL_FILE, OnnxText, export_folder
+from imgsearch.model.specs import parse_model_spec
+from imgsearch.model.tokenizer import ClipTokenizer, open_clip_vocab, read_merges
 
 TEXTS = [
     "",
@@ -170,7 +170,7 @@ def test_an_unsupported_tokenizer_is_recorded_and_keeps_the_torch_path(tiny_mode
 
 
 def test_an_export_that_fails_verification_is_not_installed(torch_encoder, tmp_path, monkeypatch):
-    import imgsearch.onnx_export as onnx_export
+    import imgsearch.model.export as onnx_export
 
     monkeypatch.setattr(onnx_export, "MIN_COS", 1.5)  # no export can pass this
     meta = export_text(torch_encoder, tmp_path / "export")

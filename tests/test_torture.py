@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image, features
 
 from imgsearch import Library
-from imgsearch.decode import decode_file, hash_file
-from imgsearch.encoder import Encoder
-from imgsearch.events import IndexEvents
+from imgsearch.index.decode import decode_file, hash_file
+from imgsearch.index.events import IndexEvents
+from imgsearch.model.encoder import Encoder
 from tests.conftest import REPO, SAMPLE_PHOTOS
 
 SAMPLES = sorted(SAMPLE_PHOTOS.glob("*.jpg"))

@@ -14,7 +14,7 @@ from .options import library_options, open_library
 from .output import display_path
 
 if TYPE_CHECKING:
-    from ..classify import Classification
+    from ..search.classify import Classification
 
 
 class GreedyOption(click.Option):
@@ -140,7 +140,7 @@ def classify(
             row["path"] = display_path(item.path)
             click.echo(json.dumps(row, ensure_ascii=False))
     elif as_csv:
-        from ..classify import check_labels
+        from ..search.classify import check_labels
 
         _print_csv(results, check_labels(names), sys.stdout)
     else:

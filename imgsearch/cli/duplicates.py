@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..duplicates import DEFAULT_THRESHOLD
+from ..search.duplicates import DEFAULT_THRESHOLD
 from .options import library_options, open_library
 from .output import display_path
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..events import IndexEvents
+from ..index.events import IndexEvents
 from .options import library_options, open_library
 from .output import display_path
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..models import DEFAULT_MODEL
+from ..model.specs import DEFAULT_MODEL
 
 
 @click.command()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..models import DEVICES, PRECISIONS
+from ..model.specs import DEVICES, PRECISIONS
 
 
 def library_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -25,7 +25,7 @@ def print_matches(
     matches: Sequence[Any], as_json: bool, paths_only: bool, nul: bool, preview: str | None = None
 ) -> None:
     if as_json:
-        from ..wire import match_to_json  # the HTTP API's results are these same objects
+        from ..serve.wire import match_to_json  # the HTTP API's results are these same objects
 
         for m in matches:
             click.echo(json.dumps(match_to_json(m), ensure_ascii=False))

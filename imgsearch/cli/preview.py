@@ -35,8 +35,8 @@ def detect(stream: object = None) -> str | None:
 
 
 def thumbnail(path: str) -> Image.Image | None:
-    from ..decode import open_upright_rgb
     from ..errors import DecodeError
+    from ..index.decode import open_upright_rgb
 
     try:
         with open(path, "rb") as f:

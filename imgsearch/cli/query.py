@@ -95,7 +95,7 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(terms: list[Any], options: dict[str, Any]) -> None:
     """Build the filters from the shared options, query, print."""
-    from ..query import Filters
+    from ..search.query import Filters
 
     as_json, paths_only, nul = options.pop("as_json"), options.pop("paths_only"), options.pop("nul")
     if as_json and (paths_only or nul):
@@ -147,10 +147,10 @@ def _via_server(
     here), or None when there is none or it cannot answer."""
     from pathlib import Path
 
-    from ..client import query_via_server
     from ..home import default_home
-    from ..models import parse_model_spec
-    from ..wire import Query
+    from ..model.specs import parse_model_spec
+    from ..serve.client import query_via_server
+    from ..serve.wire import Query
 
     folder = Path(home).expanduser() if home else default_home()
     model_id = parse_model_spec(model).id if model else None
@@ -192,7 +192,7 @@ def query(
     it an explicit weight ("1:10:30 train"). Scores are cosine similarities between the query and each
     picture. Every filter narrows the files searched, so results are the true top matches among them.
     """
-    from ..query import Term, split_weight
+    from ..search.query import Term, split_weight
 
     terms = [Term.text(text, weight) for weight, text in map(split_weight, texts)]
     terms += [Term.text(text, -weight) for weight, text in map(split_weight, nots)]
@@ -208,7 +208,7 @@ def _image_weight(value: str) -> tuple[float, str]:
     """'2:rex.jpg' -> (2.0, 'rex.jpg'), unless a file is really called '2:rex.jpg'."""
     import os
 
-    from ..query import split_weight
+    from ..search.query import split_weight
 
     return (1.0, value) if os.path.exists(value) else split_weight(value)
 
@@ -219,7 +219,7 @@ def _image_weight(value: str) -> tuple[float, str]:
 @library_options
 def similar(image: str, **options: Any) -> None:
     """Find pictures that look like IMAGE (indexed or not); IMAGE itself is left out."""
-    from ..query import Term
+    from ..search.query import Term
 
     _run([Term.image(image)], options)
 

@@ -40,13 +40,13 @@ from ..errors import (
     SchemaTooNew,
     UsageError,
 )
+from ..index.scan import under
 from ..library import Library
-from ..query import Term, split_weight
-from ..scan import under
+from ..search.query import Term, split_weight
 from ..store.catalog import Catalog, ImageRow
-from ..wire import MAX_RESULTS, query_from_json, results_to_json
-from ..wire import Query as WireQuery
 from .thumbnails import SIZES, ChangedOnDisk, thumbnail
+from .wire import MAX_RESULTS, query_from_json, results_to_json
+from .wire import Query as WireQuery
 
 #: Largest request body (an uploaded example image); larger ones get 413 before they are read in full.
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -65,7 +65,7 @@ _MEDIA_TYPES = {
 }
 
 
-# -- request and response shapes (they make the OpenAPI spec; imgsearch.wire does the checking) ------------
+# -- request and response shapes (they make the OpenAPI spec; imgsearch.serve.wire does the checking) ---
 class TermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["text", "image"] = "text"

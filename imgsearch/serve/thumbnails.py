@@ -14,8 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..decode import Preprocess, hash_bytes, open_upright_rgb
 from ..errors import ImgsearchError
+from ..index.decode import hash_bytes, open_upright_rgb
+from ..model.preprocess import Preprocess
 
 #: Edge lengths (px) a client may ask for: the grid's and the viewer's.
 SIZES = (128, 256, 512, 1024)
@@ -35,7 +36,7 @@ def thumbnail_path(home: Path, content_hash: bytes, size: int) -> Path:
 def thumbnail(home: Path, source: str | bytes, content_hash: bytes, size: int) -> Path:
     """The cached thumbnail of `source` (whose indexed content hash is `content_hash`), made if missing.
 
-    Decoding goes through imgsearch.decode (decompression-bomb cap, EXIF orientation, JPEG draft mode).
+    Decoding goes through imgsearch.index.decode (decompression-bomb cap, EXIF orientation, JPEG draft mode).
     Raises DecodeError for an unreadable image and ChangedOnDisk when the bytes no longer match.
     """
     if size not in SIZES:

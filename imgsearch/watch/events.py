@@ -20,7 +20,7 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
-from ..scan import JUNK_DIRS, is_candidate, under
+from ..index.scan import JUNK_DIRS, is_candidate, under
 
 #: Event kinds that can change what is indexed; opened, closed-without-writing and attrib (atime, our own
 #: reads) never do.

@@ -2,12 +2,13 @@
 model's image tower, run by ONNX Runtime.
 
 A query by a new picture needs only the image tower, yet loading it through torch costs a new process
-seconds. The first time a Library has to load torch for that alone, imgsearch.onnx_export writes the image
+seconds. The first time a Library has to load torch for that alone, imgsearch.model.export writes the image
 tower, checked against torch, to `<home>/image-encoder/<model key>/` (not at index time: it takes disk,
 ~350 MB for ViT-B-32, that only users of such queries should pay):
 
   image.onnx, image.onnx.data   the graph, pre-optimised by ONNX Runtime, and its weights (memory-mapped);
-                                it takes the uint8 pixels imgsearch.decode makes and normalises them itself
+                                it takes the uint8 pixels that imgsearch.index.decode makes
+                                and normalises them itself
   meta.json                     model id, preprocessing, verification result, versions; or why unsupported
 
 This module only reads an export: it imports neither torch nor open_clip.
@@ -22,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .models import ModelSpec
 from .onnx_text import check_sizes, enabled, export_folder, open_session, unit_rows, usable_meta
+from .specs import ModelSpec
 
 _log = logging.getLogger("imgsearch")
 
@@ -42,7 +43,7 @@ class OnnxImage:
     `Encoder.embed_pixels` gives them, with the `preprocess` that decoding needs."""
 
     def __init__(self, session: Any, meta: dict[str, Any]):
-        from .decode import Preprocess
+        from .preprocess import Preprocess
 
         self.session = session
         self.meta = meta

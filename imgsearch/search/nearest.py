@@ -8,11 +8,11 @@ from collections.abc import Collection
 
 import numpy as np
 
+from ..index.scan import absolute
+from ..store.catalog import Catalog, ImageRow
+from ..store.vectors import VectorIndex
 from .match import Match
 from .query import Filters
-from .scan import absolute
-from .store.catalog import Catalog, ImageRow
-from .store.vectors import VectorIndex
 
 
 def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray | None:

@@ -1,8 +1,8 @@
 """CLIP's byte-level BPE tokenizer without torch: the token ids of open_clip's `SimpleTokenizer`.
 
 open_clip's tokenizer module imports torch at the top, which costs a cold query seconds, so the fast text
-path (imgsearch.onnx_text) tokenizes here instead. The algorithm is OpenAI CLIP's, as open_clip copies it
-(MIT License, Copyright (c) 2021 OpenAI): ftfy + HTML unescape cleaning, a regex split, byte-to-unicode
+path (imgsearch.model.onnx_text) tokenizes here instead. The algorithm is OpenAI CLIP's, as open_clip copies
+it (MIT License, Copyright (c) 2021 OpenAI): ftfy + HTML unescape cleaning, a regex split, byte-to-unicode
 mapping, BPE merges with `</w>` word ends, `<start_of_text>` ... `<end_of_text>`, truncated to the context
 length and zero-padded. Equality with open_clip is tested and is checked again on every export.
 """

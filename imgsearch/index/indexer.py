@@ -7,31 +7,24 @@ encoded. Each batch is committed on its own, so an interrupted run keeps what it
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
-import signal
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import DecodedImage, Preprocess, decode_file, hash_file
-from .encoder import Encoder
-from .errors import DecodeError
+from ..model.encoder import Encoder
+from ..store.catalog import Catalog, CatalogWriter, Content, KnownFile
+from ..store.vectors import VectorIndex
+from .decode import DecodedImage, hash_file
 from .events import IndexEvents
 from .scan import FileStat, under, walk
-from .store.catalog import Catalog, CatalogWriter, Content, KnownFile
-from .store.vectors import VectorIndex
+from .workers import decode_all
 
 _HASH_THREADS = 4
-#: A file whose decoding takes longer than this is abandoned (its worker is ended) and reported as bad.
-DECODE_TIME_LIMIT_S = 60
 
 
 @dataclass
@@ -216,7 +209,7 @@ class Indexer:
         failed: list[tuple[_Job, str]] = []
         while jobs:
             again: list[_Job] = []  # copies whose decoded twin changed or vanished after it was hashed
-            for job, result in _decode_all(jobs, encoder.preprocess, self.workers):
+            for job, result in decode_all(jobs, encoder.preprocess, self.workers):
                 first, rest = _Job(job.content_hash, job.files[:1]), _Job(job.content_hash, job.files[1:])
                 if isinstance(result, DecodedImage):
                     if rest.files and result.content_hash != job.content_hash:
@@ -307,104 +300,3 @@ def _still(path: bytes, content_hash: bytes) -> bool:
         return hash_file(path)[0] == content_hash
     except OSError:
         return False
-
-
-def _decode_job(path: bytes, prep: Preprocess) -> DecodedImage | str | None:
-    """Worker entry point: a decoded image, a failure reason, or None when the file vanished."""
-    try:
-        return decode_file(path, prep)
-    except FileNotFoundError:
-        return None
-    except DecodeError as e:
-        return str(e)
-    except MemoryError:
-        return "out of memory while decoding"
-
-
-def _pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, context, initializer=_die_with_parent, initargs=(os.getpid(),))
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: on Linux, end with the indexing process even when it is killed with SIGKILL
-    (idle pool workers otherwise outlive it; `imgsearch watch` may be stopped that way)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(0)
-
-
-def _guarded(
-    decode: Callable[[bytes, Preprocess], DecodedImage | str | None],
-    path: bytes,
-    prep: Preprocess,
-    limit: int,
-) -> DecodedImage | str | None:
-    """Run one decode in a worker under an alarm whose default action ends the worker, so a decoder stuck
-    in C code cannot stall the run (the pool notices the dead worker; see _decode_all)."""
-    alarm = getattr(signal, "alarm", None)  # POSIX only
-    if alarm is not None and limit > 0:
-        alarm(limit)
-    try:
-        return decode(path, prep)
-    finally:
-        if alarm is not None and limit > 0:
-            alarm(0)
-
-
-def _decode_all(
-    jobs: Iterable[_Job],
-    prep: Preprocess,
-    workers: int,
-    decode: Callable[[bytes, Preprocess], DecodedImage | str | None] = _decode_job,
-    limit: int = DECODE_TIME_LIMIT_S,
-) -> Iterator[tuple[_Job, DecodedImage | str | None]]:
-    """Decode in worker processes, a bounded window ahead of the consumer, in completion order.
-
-    A worker that dies (a decoder crash, or the time limit's alarm) breaks the pool. The pool is replaced
-    and the files that were in flight are retried one at a time, alone in the pool, so that a second death
-    names the culprit exactly: it is reported as a bad file and the innocent ones are decoded as usual.
-    """
-    queue = list(jobs)[::-1]
-    suspects: list[_Job] = []
-    window = workers * 4 + 32
-    context = multiprocessing.get_context("spawn")
-    pool = _pool(workers, context)
-    pending: dict[Future, _Job] = {}
-    alone: _Job | None = None
-    try:
-        while queue or suspects or pending:
-            if suspects:
-                if not pending:
-                    alone = suspects.pop()
-                    pending[pool.submit(_guarded, decode, alone.path, prep, limit)] = alone
-            else:
-                alone = None
-                while queue and len(pending) < window:
-                    job = queue.pop()
-                    pending[pool.submit(_guarded, decode, job.path, prep, limit)] = job
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            results: list[tuple[_Job, DecodedImage | str | None]] = []
-            broken = False
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    results.append((job, future.result()))
-                except BrokenProcessPool:
-                    broken = True
-                    if job is alone:
-                        results.append((job, f"the decoder crashed or ran over {limit} s on this file"))
-                    else:
-                        suspects.append(job)
-            if broken:
-                suspects.extend(pending.values())
-                pending.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = _pool(workers, context)
-            yield from results
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)

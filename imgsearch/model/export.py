@@ -1,5 +1,5 @@
-"""Write the ONNX text and image exports (see imgsearch.onnx_text, imgsearch.onnx_image) from a loaded torch
-encoder, checked before use.
+"""Write the ONNX text and image exports (see imgsearch.model.onnx_text, imgsearch.model.onnx_image)
+from a loaded torch encoder, checked before use.
 
 Runs where torch is loaded already (indexing, or a query that had no export), once per model and index
 home. An export is made from the same weights in fp32, pre-optimised by ONNX Runtime, then checked: for
@@ -86,7 +86,7 @@ def ensure_text_export(encoder: Encoder, home: Path, on_start: Callable[[], None
 
 
 def ensure_image_export(encoder: Encoder, home: Path, on_start: Callable[[], None] | None = None) -> None:
-    """The same for the image tower (imgsearch.onnx_image)."""
+    """The same for the image tower (imgsearch.model.onnx_image)."""
     if enabled(onnx_image.SWITCH):
         folder = export_folder(home, encoder.spec.id, onnx_image.FOLDER)
         _ensure(encoder, folder, onnx_image.FORMAT, OnnxImage.load, export_image, on_start)
@@ -183,8 +183,9 @@ def _finish(
 
 
 def tokenizer_config(tokenizer: Any) -> dict[str, Any] | None:
-    """How to rebuild `tokenizer` without torch, or None when imgsearch.tokenizer cannot: only open_clip's
-    SimpleTokenizer with its own vocabulary, no extra special tokens and no token-dropping reduction."""
+    """How to rebuild `tokenizer` without torch, or None when imgsearch.model.tokenizer cannot: only
+    open_clip's SimpleTokenizer with its own vocabulary, no extra special tokens and no token-dropping
+    reduction."""
     from open_clip import tokenizer as oc
 
     if type(tokenizer) is not oc.SimpleTokenizer or tokenizer.reduction_fn is not None:
@@ -234,7 +235,7 @@ def _export_text_onnx(encoder: Encoder, folder: Path) -> None:
 
 
 def _export_image_onnx(encoder: Encoder, folder: Path) -> None:
-    """The graph takes (N, H, W, 3) uint8 pixels, as imgsearch.decode makes them, and does what
+    """The graph takes (N, H, W, 3) uint8 pixels, as imgsearch.index.decode makes them, and does what
     Encoder.embed_pixels does to them before the tower: channels first, scaled, normalised. The same
     attention swap as for text keeps torch's fused attention kernel, which ONNX cannot express, out of it."""
     import torch

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 HF_HUB = "hf-hub:"

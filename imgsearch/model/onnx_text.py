@@ -1,11 +1,11 @@
 """The text encoder without torch: an ONNX export of the model's text tower, run by ONNX Runtime.
 
 Importing torch and open_clip costs a new process seconds; a text query needs only the text tower. So when
-the torch encoder is loaded anyway (indexing, or a query without an export), imgsearch.onnx_export writes
+the torch encoder is loaded anyway (indexing, or a query without an export), imgsearch.model.export writes
 the text tower, checked against torch, to `<home>/text-encoder/<model key>/`:
 
   text.onnx, text.onnx.data   the graph, pre-optimised by ONNX Runtime, and its weights (memory-mapped)
-  merges.txt                  the tokenizer's BPE merges (imgsearch.tokenizer)
+  merges.txt                  the tokenizer's BPE merges (imgsearch.model.tokenizer)
   meta.json                   model id, tokenizer, verification result, versions; or why it is unsupported
 
 This module only reads an export: it imports neither torch nor open_clip.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .models import CONFIG_FILE, ModelSpec
+from .specs import CONFIG_FILE, ModelSpec
 from .tokenizer import ClipTokenizer, read_merges, trim_padding
 
 _log = logging.getLogger("imgsearch")
@@ -42,7 +42,7 @@ OUTPUT = "embedding"
 
 def enabled(variable: str = "IMGSEARCH_TEXT_EXPORT") -> bool:
     """$IMGSEARCH_TEXT_EXPORT=0 turns the export off: none is made (it takes disk, ~250 MB for ViT-B-32)
-    and none is used, so text queries always load torch. (imgsearch.onnx_image has its own switch.)"""
+    and none is used, so text queries always load torch. (imgsearch.model.onnx_image has its own switch.)"""
     return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -165,7 +165,7 @@ class OnnxText:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> (N, dim) float32 unit vectors. The tokens are cut after the last end-of-text token
-        (the graph takes any length: see imgsearch.encoder.encode_text_prefix)."""
+        (the graph takes any length: see imgsearch.model.encoder.encode_text_prefix)."""
         return unit_rows(self.session.run([OUTPUT], {INPUT: trim_padding(self.tokenizer(texts))})[0])
 
 

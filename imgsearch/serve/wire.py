@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
-from .query import FORMAT_NAMES, Filters, Term
+from ..errors import UsageError
+from ..search.query import FORMAT_NAMES, Filters, Term
 
 if TYPE_CHECKING:
-    from .match import Match
+    from ..search.match import Match
 
 _QUERY_KEYS = {"terms", "top", "offset", "filters", "min_score", "sort"}
 _TERM_KEYS = {"kind", "value", "weight"}

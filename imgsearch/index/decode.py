@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DecodeError
+from ..errors import DecodeError
+from ..model.preprocess import Preprocess
 
 #: Images with more pixels than this are refused (decompression bombs); a 150 MP medium-format photo passes.
 MAX_PIXELS = 250_000_000
@@ -39,17 +40,6 @@ try:  # HEIC/HEIF (phones) when the plugin is installed; AVIF is built into Pill
     register_heif_opener()
 except ImportError:  # pragma: no cover - optional plugin
     pass
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its input: open_clip's PreprocessCfg, reduced to what decoding needs."""
-
-    height: int
-    width: int
-    resize_mode: str = "shortest"  # shortest | longest | squash
-    interpolation: str = "bicubic"
-    fill_color: int = 0
 
 
 @dataclass

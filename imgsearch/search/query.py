@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:  # numpy is imported when a query is combined: terms and filters alone stay light
     import numpy as np
@@ -85,7 +85,7 @@ class Filters:
     min_height: int | None = None
     formats: tuple[str, ...] | None = None  # Pillow format names
     labels: tuple[str, ...] | None = None  # best zero-shot label is one of these...
-    label_set: tuple[str, ...] = ()  # ...compared against these (see imgsearch.classify)
+    label_set: tuple[str, ...] = ()  # ...compared against these (see imgsearch.search.classify)
 
     @property
     def active(self) -> bool:

@@ -18,9 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ImgsearchError, UsageError
-from .match import Match
-from .serve.info import read_info
+from ..errors import ImgsearchError, UsageError
+from ..search.match import Match
+from .info import read_info
 from .wire import Query, query_to_json
 
 _log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import ModelUnavailable, UsageError
-from .models import CONFIG_FILE, DEVICES, PRECISIONS, ModelSpec
+from ..errors import ModelUnavailable, UsageError
+from .specs import CONFIG_FILE, DEVICES, PRECISIONS, ModelSpec
 from .tokenizer import trim_padding
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class Encoder:
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, runtime: Runtime):
         import torch
 
-        from .decode import Preprocess  # here, not at the top: a torch-free text query never needs Pillow
+        from .preprocess import Preprocess
 
         self.spec = spec
         self.model = model

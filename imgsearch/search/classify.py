@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: The prompts every label is embedded through; their mean is the label's vector. General photo
 #: wording in the spirit of CLIP's ImageNet ensemble, fit for personal photo libraries.

@@ -15,14 +15,14 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     import faiss
     import numpy as np
 
-    from .store.catalog import Catalog
-    from .store.vectors import VectorIndex
+    from ..store.catalog import Catalog
+    from ..store.vectors import VectorIndex
 
 #: The cosine above which two images count as copies of one another (see the README for how it was chosen).
 DEFAULT_THRESHOLD = 0.97
