@@ -44,9 +44,9 @@ from imgsearch.search.query import Term, combine
 from imgsearch.search.nearest import _match
 t.append(time.perf_counter())
 library = Library()
-with library._reader() as (catalog, vectors, spec):
+with library.reader.reading() as (catalog, vectors, spec):
     t.append(time.perf_counter())
-    words = library._text_encoder(spec)
+    words = library.runtime._text_encoder(spec)
     t.append(time.perf_counter())
     query = combine(words.embed_texts([sys.argv[1]]), [1.0])
     t.append(time.perf_counter())

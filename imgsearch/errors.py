@@ -15,6 +15,11 @@ class ModelUnavailable(ImgsearchError):
     """The model's weights cannot be found or fetched."""
 
 
+class ModelIncompatible(ImgsearchError):
+    """open_clip (or a library below it) failed in its own code: most likely a version imgsearch is not
+    tested with."""
+
+
 class ModelMismatch(ImgsearchError):
     """An index built with one model was asked to work with another."""
 

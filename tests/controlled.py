@@ -37,6 +37,7 @@ class ControlledEncoder:
     spec = parse_model_spec(FAKE_MODEL)
     preprocess = Preprocess(8, 8)
     runtime = Runtime("cpu", "fp32", 16)
+    exact_images = True
 
     @property
     def model_id(self) -> str:

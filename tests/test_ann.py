@@ -182,7 +182,7 @@ def test_the_writer_trains_readers_use_it_and_status_says_so(large, isolated_hom
         catalog.close()
     exact = VectorIndex.build(DIM, ids, vectors, 0)
     assert large.search("a boat", top=5)
-    with large._reader() as (_, reader, _):
+    with large.reader.reading() as (_, reader, _):
         assert reader.approximate
         found = [recall(reader.search(q, 10)[1], exact.search(q, 10)[1]) for q in vectors[::20]]
         assert np.mean(found) >= 0.98
@@ -198,7 +198,7 @@ def test_the_writer_trains_readers_use_it_and_status_says_so(large, isolated_hom
 def test_a_stale_ivf_file_is_never_used(large, isolated_home):
     new_vector = clustered(1, np.random.default_rng(6))
     (new_id,) = _add_synthetic(isolated_home, new_vector, first=10_000)  # committed, file not updated
-    with large._reader() as (_, reader, _):
+    with large.reader.reading() as (_, reader, _):
         assert not reader.approximate  # rebuilt exact from SQLite, never trained in a query
         assert reader.search(new_vector[0], 1)[1][0] == new_id
 
@@ -233,7 +233,7 @@ def test_new_images_are_added_without_training_again(large, isolated_home, train
     assert np.array_equal(faiss.vector_to_array(faiss.downcast_index(after.quantizer).codes), centroids)
     assert after.ntotal == before.ntotal + 300
     assert len(trainings) == 1  # only the first, in the fixture
-    with lib._reader() as (_, reader, _):
+    with lib.reader.reading() as (_, reader, _):
         assert reader.approximate
         hits = sum(reader.search(v, 1)[1][0] == i for v, i in zip(new, new_ids, strict=True))
         assert hits >= 295  # each new image is its own nearest neighbour, found in its list
@@ -253,7 +253,7 @@ def test_deleted_photos_leave_the_ivf_index_without_training(large, isolated_hom
     assert len(trainings) == 1
     assert next(isolated_home.glob("vectors-*.faiss")).read_bytes()[:4] == b"IwFl"
     gone_ids = {i for i, _ in gone}
-    with large._reader() as (_, reader, _):
+    with large.reader.reading() as (_, reader, _):
         assert reader.approximate
         for _, vector in gone:
             assert not gone_ids & set(reader.search(vector, 50)[1].tolist())
@@ -268,7 +268,7 @@ def test_a_damaged_ivf_file_is_ignored_then_trained_again_by_the_writer(large, i
     assert describe_file(saved).startswith("unreadable")
     fresh = Library(isolated_home, device="cpu")
     assert [m.path for m in fresh.search("a boat", top=3)] == expected  # exact, rebuilt from SQLite
-    assert fresh._vectors is not None and not fresh._vectors.approximate
+    assert fresh.reader._vectors is not None and not fresh.reader._vectors.approximate
     fresh.index()
     assert len(trainings) == 2
     catalog = Catalog.open(isolated_home / "index.db")

@@ -53,7 +53,7 @@ def library(tmp_path, isolated_home):
 
 def _reference(library, labels, scale: float) -> dict[str, np.ndarray]:
     """Softmax of stored vectors @ (mean of the unit prompt vectors, renormalised) x scale, per path."""
-    encoder = library._encoder
+    encoder = library.encoder()
     label_vectors = []
     for label in labels:
         prompts = np.stack([unit(encoder.texts[t.format(label)]) for t in TEMPLATES])
@@ -133,7 +133,7 @@ def test_under_limits_the_images_to_a_folder(library, tmp_path):
 
 
 def test_images_are_never_encoded_only_the_label_prompts(library):
-    encoder = library._encoder
+    encoder = library.encoder()
     pixel_calls, text_calls = [], []
     embed_pixels, embed_texts = encoder.embed_pixels, encoder.embed_texts
     encoder.embed_pixels = lambda pixels: pixel_calls.append(len(pixels)) or embed_pixels(pixels)
@@ -167,7 +167,7 @@ def test_batches_give_the_same_answer_as_one_pass(library):
     try:
         small = list(catalog.vector_batches(DIM, batch=5))
         assert [len(ids) for ids, _, _ in small] == [5, 5, 2]
-        zero_shot = ZeroShot.prepare(LABELS, library._encoder.embed_texts, 100.0)
+        zero_shot = ZeroShot.prepare(LABELS, library.encoder().embed_texts, 100.0)
         batched = list(zero_shot.classify(iter(small)))
         whole = list(zero_shot.classify(catalog.vector_batches(DIM)))
     finally:

@@ -136,13 +136,13 @@ def test_real_subprocess_index_and_query(tiny_model, photos, isolated_home):
 def test_a_long_lived_library_reuses_its_vectors_until_the_index_changes(tiny_model, indexed, isolated_home):
     library = Library(isolated_home, device="cpu")
     library.search("a tree", top=3)
-    first = library._vectors
+    first = library.reader._vectors
     library.search("a car", top=3)
-    assert library._vectors is first  # nothing changed: nothing reloaded
+    assert library.reader._vectors is first  # nothing changed: nothing reloaded
     shutil.copy(indexed / "fig-in-bowl.jpg", indexed / "fig-copy.jpg")
     Library(isolated_home, device="cpu").index()  # another writer adds an image
     found = library.search("a fig", top=SAMPLE_COUNT + 1)
-    assert library._vectors is not first
+    assert library.reader._vectors is not first
     assert str(indexed / "fig-copy.jpg") in {m.path for m in found}
 
 

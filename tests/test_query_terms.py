@@ -187,9 +187,9 @@ def test_a_label_filter_returns_the_exact_top_k_among_images_labelled_so(tmp_pat
 def test_a_library_encodes_a_text_once_while_it_remembers_it(beach_library, monkeypatch):
     """The server's Library pages through results and sees the same queries again: those texts are not
     encoded again, the answers do not change, and the memory is bounded (oldest text forgotten first)."""
-    import imgsearch.library
+    import imgsearch.model.runtime
 
-    encoder = beach_library._encoder
+    encoder = beach_library.encoder()
     encoded: list[list[str]] = []
     embed = encoder.embed_texts
     monkeypatch.setattr(encoder, "embed_texts", lambda texts: encoded.append(list(texts)) or embed(texts))
@@ -199,7 +199,7 @@ def test_a_library_encodes_a_text_once_while_it_remembers_it(beach_library, monk
     assert names(beach_library.query([Term.text("people"), Term.text("dog")], top=5))[0] == "party.jpg"
     assert encoded == [["beach", "people"], ["dog"]]  # "people" came from memory the second time
 
-    monkeypatch.setattr(imgsearch.library, "TEXT_CACHE", 2)
+    monkeypatch.setattr(imgsearch.model.runtime, "TEXT_CACHE", 2)
     beach_library.query([Term.text("snow")], top=1)  # only the last two are kept now: "dog" and "snow"
     assert names(beach_library.query([*query, Term.text("dog", 0.01)], top=5)) == first
     assert encoded[2:] == [["snow"], ["beach", "people"]]
@@ -211,7 +211,7 @@ def test_a_query_image_that_is_not_indexed_is_encoded_once_while_remembered(
     """The server's next page of an uploaded example asks again with the same picture: not encoded again."""
     from PIL import Image
 
-    encoder = beach_library._encoder
+    encoder = beach_library.encoder()
     encoded: list[int] = []
     embed = encoder.embed_pixels
     monkeypatch.setattr(encoder, "embed_pixels", lambda pixels: encoded.append(len(pixels)) or embed(pixels))

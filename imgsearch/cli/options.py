@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..model.specs import DEVICES, PRECISIONS
+from ..model.numerics import DEVICES, PRECISIONS
 
 
 def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,7 +37,8 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(PRECISIONS),
             default="auto",
             show_default=True,
-            help="Model numerics; auto is fp16 on GPUs, bf16 on CPUs that compute it natively, else fp32.",
+            help="Numerics of the image vectors indexing stores: auto is fp16 on GPUs, bf16 on CPUs that "
+            "compute it natively, else fp32. Queries are always embedded in fp32.",
         ),
     ]
     for decorate in reversed(decorators):

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..model.numerics import QUERY_PRECISION
 from .options import library_options, open_library
 from .output import display_path
 
@@ -38,6 +39,9 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
     model = f"{info.model} ({info.dim}-d)" if info.model else "none yet"
     click.echo(f"index     {info.home}")
     click.echo(f"model     {model}")
+    if info.model:
+        made = info.numerics or "not recorded (indexed by an older imgsearch)"
+        click.echo(f"numerics  image vectors {made}; queries {QUERY_PRECISION}")
     note = f" ({info.failures} could not be read: `imgsearch status --failures`)" if info.failures else ""
     click.echo(f"images    {info.images:,}{note}")
     if info.search_index:

@@ -248,6 +248,8 @@ class Indexer:
         with self.catalog.write() as w:
             if record_model:
                 w.set_model(encoder.model_id, encoder.dim)
+            if batch:
+                w.note_numerics(encoder.runtime.precision)
             for vector, (job, d) in zip(vectors if vectors is not None else [], batch, strict=True):
                 content = Content(d.width, d.height, d.format, d.taken_at, vector.tobytes())
                 for i, (fs, known_id) in enumerate(job.files):

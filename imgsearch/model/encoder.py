@@ -2,37 +2,44 @@
 
 torch and open_clip are imported here only, inside functions, so commands that do not encode never pay
 the seconds their import costs.
+
+Numerics (see imgsearch.model.numerics): the weights are loaded in fp32; only the image tower is cast to
+the index numerics (bf16 or fp16) when those are not fp32, since stored image vectors are its only output
+made in them. The text tower stays fp32, so every text vector is the fp32 vector the ONNX export and any
+other process give too. A query picture needs an fp32 image tower: `Encoder.exact_images` says whether this
+one has it.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from ..errors import ModelUnavailable, UsageError
-from .specs import CONFIG_FILE, DEVICES, PRECISIONS, ModelSpec
+from ..errors import ModelIncompatible, ModelUnavailable, UsageError
+from .compat import causal_text_tower, encode_text_prefix, fuse_branches, hub_offline, lean_construction
+from .numerics import DEVICES, PRECISIONS, QUERY_PRECISION, index_precision
+from .specs import CONFIG_FILE, ModelSpec
 from .tokenizer import trim_padding
 
 if TYPE_CHECKING:
     import torch
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
+#: open_clip versions this code is tested with (pyproject.toml pins the same range).
+TESTED_OPEN_CLIP = ">=3.3,<3.4"
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and in which numerics a model runs."""
+    """Where a model runs, the numerics of the image vectors it makes for the index, and its batch."""
 
     device: str
     precision: str
@@ -40,26 +47,21 @@ class Runtime:
 
 
 def choose_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """CUDA, then Apple MPS, then CPU; on CPU bf16 only where the processor computes it natively."""
-    import torch
-
+    """CUDA, then Apple MPS, then CPU; the index numerics by imgsearch.model.numerics."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if device == "auto":
+        import torch
+
         if torch.cuda.is_available():
             device = "cuda"
         elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             device = "mps"
         else:
             device = "cpu"
-    if precision == "auto":
-        if device == "cpu":
-            precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-        else:
-            precision = "fp16"
-    return Runtime(device, precision, batch_size=16 if device == "cpu" else 64)
+    return Runtime(device, index_precision(device, precision), batch_size=16 if device == "cpu" else 64)
 
 
 class Encoder:
@@ -74,7 +76,7 @@ class Encoder:
         self.model = model
         self.tokenizer = tokenizer
         self.runtime = runtime
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[runtime.precision]
+        self.dtype = _dtype(runtime.precision)  # the image tower's
         cfg = model.visual.preprocess_cfg
         size = cfg["size"]
         height, width = (size, size) if isinstance(size, int) else size
@@ -95,18 +97,23 @@ class Encoder:
     def model_id(self) -> str:
         return self.spec.id
 
+    @property
+    def exact_images(self) -> bool:
+        """Whether the image tower runs in the query numerics (fp32), so it may embed query pictures."""
+        return self.runtime.precision == QUERY_PRECISION
+
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
-        """Load weights from the spec's source; missing weights raise ModelUnavailable saying what to do."""
+        """Load weights from the spec's source; missing weights raise ModelUnavailable saying what to do,
+        and any other failure inside open_clip ModelIncompatible with its real cause."""
         runtime = choose_runtime(device, precision)
         _check_source(spec)
         import open_clip
-        import torch
 
         name, pretrained = spec.open_clip_args
 
         def create() -> tuple[Any, Any]:
-            with _lean_construction():
+            with lean_construction():
                 model = open_clip.create_model(
                     name, pretrained=pretrained, require_pretrained=True, device="cpu"
                 )
@@ -114,9 +121,11 @@ class Encoder:
 
         with _quiet_logging():
             try:
-                with _hub_offline():  # cached weights load without a network round trip
+                with hub_offline():  # cached weights load without a network round trip
                     model, tokenizer = create()
             except Exception as cached_error:
+                if _api_changed(cached_error):
+                    raise ModelIncompatible(_incompatible_message(spec, cached_error)) from cached_error
                 if spec.kind == "local-dir":
                     raise ModelUnavailable(_unavailable_message(spec, cached_error)) from cached_error
                 if _user_offline() or not _hub_reachable():
@@ -126,18 +135,21 @@ class Encoder:
                 try:
                     model, tokenizer = create()  # first use: open_clip downloads and caches the weights
                 except Exception as e:
+                    if _api_changed(e):
+                        raise ModelIncompatible(_incompatible_message(spec, e)) from e
                     raise ModelUnavailable(_unavailable_message(spec, e)) from e
         model.eval()
-        model = _fuse_branches(model)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[runtime.precision]
-        model.to(device=runtime.device, dtype=dtype)
+        model = fuse_branches(model)
+        model.to(device=runtime.device)  # fp32: the text tower, and the image tower unless cast below
+        if runtime.precision != QUERY_PRECISION:
+            model.visual.to(dtype=_dtype(runtime.precision))
         return cls(spec, model, tokenizer, runtime)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 model-sized images -> (N, dim) float32 unit vectors."""
+        """(N, H, W, 3) uint8 model-sized images -> (N, dim) float32 unit vectors, in the index numerics."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._exact():
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.runtime.device)
             return self._unit(self.model.encode_image(self.tower_input(x)))
 
@@ -148,14 +160,21 @@ class Encoder:
         return x.to(self.dtype)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Texts -> (N, dim) float32 unit vectors."""
+        """Texts -> (N, dim) float32 unit vectors, always in fp32 (the query numerics)."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._exact(force=True):
             tokens = self.tokenizer(texts).to(self.runtime.device)
             if causal_text_tower(self.model):
                 return self._unit(encode_text_prefix(self.model, trim_padding(tokens)))
             return self._unit(self.model.encode_text(tokens))
+
+    def _exact(self, force: bool = False) -> Any:
+        """On CUDA, fp32 work without TF32 (which rounds fp32 matmuls and convolutions to 10-bit
+        mantissas), so that CUDA and CPU give the same fp32 vectors. Only around fp32 work."""
+        if self.runtime.device != "cuda" or not (force or self.exact_images):
+            return nullcontext()
+        return _without_tf32()
 
     @staticmethod
     def _unit(features: torch.Tensor) -> np.ndarray:
@@ -164,107 +183,39 @@ class Encoder:
         return unit_rows(features.float().cpu().numpy())
 
 
-def causal_text_tower(model: Any) -> bool:
-    """Whether `model` is open_clip's CLIP with a causal text transformer pooled at the end-of-text token:
-    then the padding after that token cannot change the embedding, and encode_text_prefix may skip it."""
-    from open_clip.model import CLIP
-
-    return (
-        isinstance(model, CLIP)
-        and type(model).encode_text is CLIP.encode_text
-        and getattr(model, "attn_mask", None) is not None
-        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
-    )
-
-
-def encode_text_prefix(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP.encode_text over only the positions given instead of the whole 77-token context: `tokens`
-    trimmed by trim_padding. Under the causal mask no position sees a later one, so the pooled output is
-    the same (to float rounding), at a fraction of the cost: a short query is about 10 tokens, not 77.
-    The length is read from the tensor's shape, so the ONNX export traces it as a variable."""
+def _dtype(name: str) -> Any:
     import torch
-    from open_clip.transformer import text_global_pool
 
-    n = tokens.shape[1]
-    cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    if model.text_projection is not None:
-        x = (
-            model.text_projection(x)
-            if isinstance(model.text_projection, torch.nn.Linear)
-            else x @ model.text_projection
-        )
-    return x
-
-
-_INIT_FUNCTIONS = (
-    "normal_", "uniform_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "orthogonal_",
-    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
-)  # fmt: skip
-_construction = threading.Lock()
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 @contextmanager
-def _lean_construction() -> Iterator[None]:
-    """While open_clip builds a model and loads its checkpoint (strictly: every weight is in it): skip the
-    random initialisation the checkpoint overwrites anyway, and let the model take the checkpoint's tensors
-    instead of copying them into its own. ViT-B-32 then loads in ~0.2 s instead of ~1.4 s and its peak
-    memory holds the weights once, not twice (0.55 GB less). Safetensors files are read into memory, not
-    memory-mapped, so weights replaced in place later cannot pull pages from under a running model; with
-    a safetensors that cannot do that, nothing is changed. One model at a time: the patches are global."""
+def _without_tf32() -> Iterator[None]:
     import torch
-    from safetensors import torch as safetensors_torch
 
-    load_file = safetensors_torch.load_file
-    if "backend" not in inspect.signature(load_file).parameters:  # pragma: no cover - older safetensors
-        yield
-        return
-    load_state_dict = torch.nn.Module.load_state_dict
-
-    def assign(module: Any, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return load_state_dict(module, state_dict, strict=strict, assign=True)
-
-    def unchanged(tensor: Any, *_args: Any, **_kwargs: Any) -> Any:
-        return tensor
-
-    with _construction:
-        saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS}
-        try:
-            for name in saved:
-                setattr(torch.nn.init, name, unchanged)
-            torch.nn.Module.load_state_dict = assign  # type: ignore[method-assign, assignment]
-            safetensors_torch.load_file = partial(load_file, backend="pread")
-            yield
-        finally:
-            for name, function in saved.items():
-                setattr(torch.nn.init, name, function)
-            torch.nn.Module.load_state_dict = load_state_dict  # type: ignore[method-assign]
-            safetensors_torch.load_file = load_file
-
-
-def _fuse_branches(model: Any) -> Any:
-    """Re-parameterise multi-branch blocks (MobileCLIP) for inference: same outputs, ~1.3x faster."""
-    try:
-        from timm.utils.model import reparameterize_model
-    except ImportError:  # pragma: no cover - timm comes with open_clip
-        return model
-    return reparameterize_model(model, inplace=True)
-
-
-@contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Make huggingface_hub answer from its cache only, for the duration."""
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = before
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def _api_changed(error: BaseException) -> bool:
+    """Whether open_clip failed on its own code rather than on the weights: a changed API or a missing
+    module, never to be reported as "weights not in the cache"."""
+    return isinstance(error, (TypeError, AttributeError, ImportError, NameError))
+
+
+def _incompatible_message(spec: ModelSpec, error: BaseException) -> str:
+    from importlib.metadata import version
+
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return (
+        f"loading model {spec.id} failed inside open_clip {version('open_clip_torch')}: {reason}. "
+        f"imgsearch is tested with open_clip_torch{TESTED_OPEN_CLIP}; install a version in that range "
+        "(`pip install 'open_clip_torch" + TESTED_OPEN_CLIP + "'`) or report this."
+    )
 
 
 @contextmanager

@@ -20,14 +20,14 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from . import onnx_image
-from .encoder import Encoder, causal_text_tower, encode_text_prefix
+from .compat import causal_text_tower, encode_text_prefix, tokenizer_config, traceable_attention
+from .encoder import Encoder
 from .onnx_image import OnnxImage
 from .onnx_text import (
     DATA_FILE,
@@ -44,7 +44,7 @@ from .onnx_text import (
     export_folder,
     source_stamp,
 )
-from .tokenizer import CLEANERS, MERGES, open_clip_vocab, read_merges
+from .tokenizer import open_clip_vocab, read_merges
 
 _log = logging.getLogger("imgsearch")
 
@@ -131,7 +131,7 @@ def export_text(encoder: Encoder, folder: Path) -> dict[str, Any]:
     tmp = _temp_folder(folder)
     try:
         (tmp / MERGES_FILE).write_text("\n".join(read_merges(open_clip_vocab())), encoding="utf-8")
-        reference = _fp32_cpu(encoder)
+        reference = _fp32_cpu(encoder, images=False)
         _export_text_onnx(reference, tmp)
         extra = {"tokenizer": tokenizer, "dim": reference.dim, "logit_scale": reference.logit_scale}
         meta = _meta(encoder, FORMAT, **extra)
@@ -145,7 +145,7 @@ def export_image(encoder: Encoder, folder: Path) -> dict[str, Any]:
     started = time.perf_counter()
     tmp = _temp_folder(folder)
     try:
-        reference = _fp32_cpu(encoder)
+        reference = _fp32_cpu(encoder, images=True)
         _export_image_onnx(reference, tmp)
         preprocess = dataclasses.asdict(reference.preprocess)
         meta = _meta(encoder, onnx_image.FORMAT, dim=reference.dim, preprocess=preprocess)
@@ -182,31 +182,10 @@ def _finish(
     return meta
 
 
-def tokenizer_config(tokenizer: Any) -> dict[str, Any] | None:
-    """How to rebuild `tokenizer` without torch, or None when imgsearch.model.tokenizer cannot: only
-    open_clip's SimpleTokenizer with its own vocabulary, no extra special tokens and no token-dropping
-    reduction."""
-    from open_clip import tokenizer as oc
-
-    if type(tokenizer) is not oc.SimpleTokenizer or tokenizer.reduction_fn is not None:
-        return None
-    if tokenizer.vocab_size != 2 * 256 + MERGES + 2 or not tokenizer.context_length:
-        return None
-    cleaners = {
-        "lower": oc._clean_lower,
-        "whitespace": oc._clean_whitespace,
-        "canonicalize": oc._clean_canonicalize,
-    }
-    clean = next((name for name, fn in cleaners.items() if tokenizer.clean_fn is fn), None)
-    if clean not in CLEANERS:
-        return None
-    return {"kind": "clip-bpe", "context_length": int(tokenizer.context_length), "clean": clean}
-
-
-def _fp32_cpu(encoder: Encoder) -> Encoder:
-    """The encoder itself when it runs fp32 on the CPU, else the same weights loaded so (the export must
-    hold the original weights, not bf16/fp16 roundings of them)."""
-    if encoder.runtime.device == "cpu" and encoder.runtime.precision == "fp32":
+def _fp32_cpu(encoder: Encoder, images: bool) -> Encoder:
+    """The encoder itself when the tower to export runs fp32 on the CPU (the text tower always does there),
+    else the same weights loaded so: the export must hold the original weights, not bf16/fp16 roundings."""
+    if encoder.runtime.device == "cpu" and (encoder.exact_images or not images):
         return encoder
     return Encoder.load(encoder.spec, device="cpu", precision="fp32")
 
@@ -229,7 +208,7 @@ def _export_text_onnx(encoder: Encoder, folder: Path) -> None:
 
     tokens = torch.zeros((2, 8), dtype=torch.long)
     tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, 320, 49407
-    with _traceable_attention(encoder.model):
+    with traceable_attention(encoder.model):
         axes = {INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"}}
         _write_onnx(TextTower(encoder.model), tokens, folder / MODEL_FILE, DATA_FILE, INPUT, OUTPUT, axes)
 
@@ -251,7 +230,7 @@ def _export_image_onnx(encoder: Encoder, folder: Path) -> None:
 
     prep = encoder.preprocess
     pixels = torch.zeros((2, prep.height, prep.width, 3), dtype=torch.uint8)
-    with _traceable_attention(getattr(encoder.model, "visual", None)):
+    with traceable_attention(getattr(encoder.model, "visual", None)):
         axes = {onnx_image.INPUT: {0: "batch"}, onnx_image.OUTPUT: {0: "batch"}}
         target = folder / onnx_image.MODEL_FILE
         module = ImageTower(encoder)
@@ -291,46 +270,6 @@ def _write_onnx(
     options.log_severity_level = 3
     ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
     raw.unlink()
-
-
-@contextlib.contextmanager
-def _traceable_attention(tower: Any) -> Iterator[None]:
-    """Give each block of `tower.transformer` (the CLIP model's text tower, or its `visual`) an `attention`
-    that computes what open_clip's ResidualAttentionBlock.attention computes (nn.MultiheadAttention, batch
-    first, no separate key/value input) with reshapes by -1, then take it away again. Blocks of another
-    kind keep theirs (and the verification then tells whether that works)."""
-    import torch
-    from open_clip.transformer import ResidualAttentionBlock
-
-    def attention(
-        block: Any, q_x: torch.Tensor, k_x: Any = None, v_x: Any = None, attn_mask: Any = None
-    ) -> torch.Tensor:
-        mha = block.attn
-        q, k, v = torch.nn.functional.linear(q_x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.unflatten(-1, (mha.num_heads, -1)).transpose(1, 2)
-
-        mask = attn_mask.to(q_x.dtype) if attn_mask is not None else None
-        out = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
-        return mha.out_proj(out.transpose(1, 2).flatten(2))
-
-    blocks = getattr(getattr(tower, "transformer", None), "resblocks", [])
-    patched = [
-        block
-        for block in blocks
-        if type(block) is ResidualAttentionBlock
-        and isinstance(block.attn, torch.nn.MultiheadAttention)
-        and block.attn.batch_first
-        and block.attn.in_proj_weight is not None
-    ]
-    for block in patched:
-        block.attention = partial(attention, block)
-    try:
-        yield
-    finally:
-        for block in patched:
-            del block.attention
 
 
 def _verify_text(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:

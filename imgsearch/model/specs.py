@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import ModelMismatch, UsageError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 HF_HUB = "hf-hub:"
 LOCAL_DIR = "local-dir:"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -66,3 +64,20 @@ def parse_model_spec(text: str) -> ModelSpec:
             "(or hf-hub:ORG/REPO, or local-dir:FOLDER)"
         )
     return ModelSpec("name", name, tag)
+
+
+def model_for(
+    recorded: tuple[str, int] | None, requested: ModelSpec | None, home: object
+) -> tuple[ModelSpec, int | None]:
+    """The model an index uses and its vector size: the one `recorded` with it (a different request is
+    refused: one model per index), else the request, else the default (size None: nothing stored yet)."""
+    if recorded is None:
+        return requested or parse_model_spec(DEFAULT_MODEL), None
+    model_id, dim = recorded
+    if requested is not None and requested.id != model_id:
+        raise ModelMismatch(
+            f"the index at {home} was built with model {model_id} ({dim}-d vectors), "
+            f"not {requested.id}. Leave out --model (and IMGSEARCH_MODEL) to use {model_id}, "
+            "or keep a separate index for the other model with --home DIR."
+        )
+    return parse_model_spec(model_id), dim

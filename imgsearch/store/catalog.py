@@ -31,6 +31,10 @@ SCHEMA_HEAD = "0001"
 _BUSY_TIMEOUT_MS = 30_000
 
 
+#: The catalog's file in an index home.
+DB_FILE = "index.db"
+
+
 def migrations_dir() -> Path:
     """Where the Alembic scripts are: inside the package when installed, beside it in a checkout."""
     packaged = Path(__file__).resolve().parent.parent / "migrations"
@@ -186,6 +190,11 @@ class Catalog:
     def vectors_version(self) -> int:
         return int(self.settings().get("vectors_version", 0))
 
+    def numerics(self) -> str | None:
+        """The numerics the stored image vectors were made with ('bf16', or 'fp16+fp32' when runs on
+        different machines differed); None for an index made before imgsearch recorded them."""
+        return self.settings().get("numerics")
+
     # -- reading --------------------------------------------------------------------------------------------
     def roots(self) -> list[bytes]:
         with self._read() as conn:
@@ -337,6 +346,13 @@ class CatalogWriter:
     def set_model(self, model_id: str, dim: int) -> None:
         self._set("model", model_id)
         self._set("dim", str(dim))
+
+    def note_numerics(self, precision: str) -> None:
+        """Add `precision` to the numerics recorded for the stored image vectors."""
+        row = self.conn.execute(select(settings.c.value).where(settings.c.key == "numerics")).first()
+        known = set(row[0].split("+")) if row else set()
+        if precision not in known:
+            self._set("numerics", "+".join(sorted(known | {precision})))
 
     def add_root(self, path: bytes) -> None:
         """Remember a folder; one inside a known root adds nothing, one around known roots replaces them."""

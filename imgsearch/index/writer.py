@@ -1,0 +1,179 @@
+"""The writing side of a Library: one writer at a time (a lock file in the index home), index runs and the
+watch loop, each pass through the Indexer, and the FAISS file kept in step with every commit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import IndexBusy, UsageError
+from ..model.runtime import ModelRuntime
+from ..model.specs import ModelSpec, model_for
+from ..store.catalog import DB_FILE, Catalog, storage_error
+from ..store.vectors import VectorIndex, remove_stale_temp_files
+from .events import IndexEvents
+from .indexer import Indexer, IndexReport
+from .scan import absolute
+
+if TYPE_CHECKING:
+    from filelock import FileLock
+
+_log = logging.getLogger("imgsearch")
+
+LOCK_FILE = "write.lock"
+
+
+class Writer:
+    """Index folders into the catalog in `home` with the runtime's index encoder."""
+
+    def __init__(
+        self, home: Path, runtime: ModelRuntime, requested_model: ModelSpec | None, workers: int | None
+    ):
+        self.home = home
+        self.runtime = runtime
+        self.requested_model = requested_model
+        self.workers = workers
+
+    def index(
+        self, folders: Sequence[str | os.PathLike[str]] = (), events: IndexEvents | None = None
+    ) -> IndexReport:
+        """Add folders to the index and bring it up to date; no folders means every folder indexed before."""
+        with self._writing(folders, "index") as (catalog, spec, roots):
+            report = self._update(catalog, spec, roots, events)[0]
+        say = "preparing fast text queries (once per model)"
+        # after the lock is released: queries wait for nothing
+        self.runtime.offer_text_export(spec, partial(events.preparing, say) if events else None)
+        return report
+
+    def watch(
+        self,
+        folders: Sequence[str | os.PathLike[str]] = (),
+        events: IndexEvents | None = None,
+        *,
+        settle: float = 1.0,
+        rescan_interval: float = 3600.0,
+        poll: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Index folders (no folders: every folder indexed before), then keep the index in step with them
+        until `stop` is set (or KeyboardInterrupt), holding the write lock all along.
+
+        Changes are batched (see imgsearch.watch) and each batch re-indexes the deepest existing folders it
+        touched through the same Indexer as `index`: moves re-encode nothing, deleted folders leave the
+        index, and the FAISS file is saved after every batch so other processes' queries see new images.
+        A full rescan runs every `rescan_interval` seconds (0: never) in case events were lost.
+        """
+        from ..watch.events import folders_to_index
+        from ..watch.watcher import Watcher
+
+        if settle < 0 or rescan_interval < 0:
+            raise UsageError("settle and rescan interval must not be negative")
+        stop = stop or threading.Event()
+        with self._writing(folders, "watch") as (catalog, spec, roots):
+            kept: list[VectorIndex | None] = [None]  # the FAISS index, kept in memory between batches
+
+            def run(targets: list[bytes], why: str) -> None:
+                report, kept[0] = self._update(catalog, spec, targets, events, kept[0])
+                shown = ", ".join(os.fsdecode(t) for t in targets[:3]) + (" ..." if len(targets) > 3 else "")
+                _log.info("%s %s: %s", why, shown, report.summary())
+                for folder, reason in report.unreadable:
+                    _log.warning("cannot read %s: %s; its images are kept", os.fsdecode(folder), reason)
+                for root in report.missing_roots:
+                    _log.warning("%s is not there (unplugged?); its images are kept", os.fsdecode(root))
+
+            def on_batch(paths: list[bytes]) -> None:
+                targets = folders_to_index(paths, roots)
+                _log.debug("%d changed paths -> %d folders", len(paths), len(targets))
+                if targets:
+                    run(targets, "updated")
+
+            watcher = Watcher(roots, on_batch, lambda: run(roots, "rescanned"), settle, rescan_interval, poll)
+            _log.info("watching %s", ", ".join(os.fsdecode(r) for r in roots))
+
+            def on_start() -> None:
+                run(roots, "caught up")
+                if events is not None:
+                    events.loading_model(spec.id)
+                self.runtime.encoder(spec)  # now, not when the first photo arrives
+                self.runtime.offer_text_export(spec)
+                _log.info("model loaded; waiting for changes")
+
+            watcher.run(stop, on_start=on_start)
+            _log.info("stopped watching")
+
+    @contextmanager
+    def _writing(
+        self, folders: Sequence[str | os.PathLike[str]], command: str
+    ) -> Iterator[tuple[Catalog, ModelSpec, list[bytes]]]:
+        """The write lock, the open catalog, its model, and the roots to index (given, else all known)."""
+        roots = [absolute(f) for f in folders]
+        for root in roots:
+            if not os.path.isdir(root):
+                raise UsageError(f"not a folder: {os.fsdecode(root)}")
+        lock = self._write_lock()
+        try:
+            catalog = Catalog.open(self.home / DB_FILE, create=True)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            remove_stale_temp_files(self.home)
+            spec = model_for(catalog.model(), self.requested_model, self.home)[0]
+            if not roots:
+                roots = catalog.roots()
+                if not roots:
+                    raise UsageError(
+                        f"nothing indexed yet: give a folder, e.g. `imgsearch {command} ~/Photos`"
+                    )
+            yield catalog, spec, roots
+        finally:
+            catalog.close()
+            lock.release()
+
+    def _update(
+        self,
+        catalog: Catalog,
+        spec: ModelSpec,
+        roots: list[bytes],
+        events: IndexEvents | None,
+        vectors: VectorIndex | None = None,
+    ) -> tuple[IndexReport, VectorIndex | None]:
+        """One indexer pass over `roots`. The FAISS index follows every committed batch and is saved when
+        it matches the catalog, also after an interruption; `vectors` is reused while still current."""
+        if vectors is None or vectors.version != catalog.vectors_version():
+            recorded = catalog.model()  # None until a new index stores its first image
+            vectors = (
+                VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
+            )
+        indexer = Indexer(catalog, vectors, lambda: self.runtime.encoder(spec), spec.id, events, self.workers)
+        try:
+            report = indexer.run(roots)
+            if indexer.vectors is not None and indexer.vectors.fit():  # after the commits, never in a query
+                _log.info("search index is now %s", indexer.vectors.describe())
+            return report, indexer.vectors
+        finally:
+            current = indexer.vectors
+            if current is not None and current.version == catalog.vectors_version() and current.unsaved:
+                current.save(self.home)  # a re-scan that changed nothing writes nothing
+
+    def _write_lock(self) -> FileLock:
+        from filelock import FileLock, Timeout
+
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(self.home / LOCK_FILE)
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise IndexBusy(
+                f"another imgsearch process is writing to the index at {self.home}; "
+                "wait for it to finish and run this again"
+            ) from None
+        except OSError as e:
+            raise storage_error(e, self.home) from e
+        return lock
