@@ -247,24 +247,17 @@ def running_server(env: dict[str, str]) -> Iterator[str]:
 
 
 def machine() -> str:
-    """One line that names the machine, for every table's caption."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-        bf16 = "bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "no bf16"
-    except OSError:
-        isa = bf16 = "?"
+    """One line that names the machine, for every table's caption: the CPU and the flags that decide the
+    numerics (imgsearch.model.numerics.describe_cpu), what `--precision auto` resolves to on it, versions."""
     import faiss
     import torch
 
+    from imgsearch.model.numerics import describe_cpu, index_precision
+
     return (
-        f"{os.cpu_count()}-core {cpu} ({isa}, {bf16}), Python {platform.python_version()}, "
-        f"torch {torch.__version__.split('+')[0]}, faiss {faiss.__version__}"
+        f"{os.cpu_count()}-core {describe_cpu()} (`--precision auto`: {index_precision('cpu')}), "
+        f"Python {platform.python_version()}, torch {torch.__version__.split('+')[0]}, "
+        f"faiss {faiss.__version__}"
     )
 
 

@@ -35,6 +35,9 @@ class Settings:
     search_curve: str  # library sizes at which to time exact search alone
     serve_sizes: str
     queries: int  # per size, for search and serve latency
+    numerics_also: str  # more architectures for the bf16-vs-fp32 speed and fidelity test
+    numerics_rounds: tuple[int, int, int]  # (alternated rounds, batches of 16 each, s to wait for quiet)
+    numerics_corpus: tuple[int, str, int]  # (count, WxH, runs per precision) for `imgsearch index`
 
 
 FULL = Settings(
@@ -47,8 +50,13 @@ FULL = Settings(
     "50000,100000,150000,200000,300000",
     "10000,100000",
     200,
+    "ViT-B-16",
+    (7, 3, 15),
+    (48, "1024x768", 2),
 )
-SMOKE = Settings("", ((12, "320x240"),), 300, "300", 1, "2000", "", "300", 20)
+SMOKE = Settings(
+    "", ((12, "320x240"),), 300, "300", 1, "2000", "", "300", 20, "", (2, 1, 0), (6, "320x240", 1)
+)
 
 
 def run_script(name: str, *args: str) -> dict:
@@ -216,12 +224,113 @@ def serve_section(s: Settings) -> list[str]:
     return lines
 
 
+def numerics_section(s: Settings) -> list[str]:
+    count, size, index_runs = s.numerics_corpus
+    rounds, batches, wait = s.numerics_rounds
+    r = run_script(
+        "numerics.py",
+        *("--model", s.model, "--also", s.numerics_also, "--runs", str(rounds), "--batches", str(batches)),
+        *("--count", str(count), "--size", size, "--index-runs", str(index_runs), "--max-wait", str(wait)),
+    )
+    target = r["min_cos_target"]
+    lines = [
+        "### Indexing numerics: bf16 against fp32, and the query vectors under each",
+        "",
+        f"CPU {r['cpu']}: `--precision auto` resolves to **{r['auto']}** here; torch's CPU kernels "
+        f"{r['torch_cpu_capability']}, {r['threads']} threads. Both precisions loaded side by side through "
+        "`Encoder.load` (fp32 weights, only the image tower cast), seeded random weights.",
+        "",
+        "| model | encoder only, fp32: median (best) | bf16: median (best) | bf16 / fp32: wall (median of "
+        "the alternated rounds; range), CPU time | rounds: clean / run (others' CPU share, max) "
+        "| cos bf16 vs fp32, sample photos: min / mean | cos, noise images: min / mean "
+        f"| faithful: cos ≥ {target} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    context = []
+    for m in r["models"]:
+        sp, f = m["speed"], m["fidelity"]
+        photos, noise = f["photos"], f["noise"]
+        low, high = sp["ratio_range"]
+        lines.append(
+            f"| {m['model']} ({m['input']}, batches of {m['batch']}) "
+            f"| {sp['fp32_img_s_median']:.1f} ({sp['fp32_img_s_best']:.1f}) img/s "
+            f"| {sp['bf16_img_s_median']:.1f} ({sp['bf16_img_s_best']:.1f}) img/s "
+            f"| {sp['ratio_median']:.2f} x ({low:.2f}–{high:.2f}), {sp['cpu_ratio']:.2f} x "
+            f"| {sp['clean']} / {sp['rounds']}{'' if sp['used'] == 'clean' else ', **all used**'} "
+            f"({sp['others_max']:.0%}) "
+            f"| {photos['min']:.5f} / {photos['mean']:.5f} ({photos['n']} photos) "
+            f"| {noise['min']:.5f} / {noise['mean']:.5f} ({noise['n']} images) "
+            f"| {verdict(f['min'], target, False)} |"
+        )
+        context.append(
+            f"{m['model']}: different photos' fp32 vectors are at cos {photos['between_photos_mean']:.3f} on "
+            f"average (max {photos['between_photos_max']:.3f}), and {photos['same_nearest']} of "
+            f"{photos['n']} photos keep their nearest other photo under bf16"
+        )
+    lines += [
+        "",
+        f"Rounds alternate the two encoders (fp32 first, then bf16 first), {batches} batches each after two "
+        "warm-up batches (the `--also` models one batch fewer), through `Encoder.embed_pixels` as the "
+        f"indexer calls it; each waits up to {wait} s for a quiet second, and rounds run until {rounds} are "
+        "clean (other processes took < 10% of the CPU, from /proc/stat) or twice that many were run; the "
+        "figures are from the clean rounds (from all where fewer than half were clean, as marked). CPU "
+        "time: fp32 / bf16 CPU-seconds per image of the benchmark's own threads. What random weights "
+        "leave room for: "
+        + "; ".join(context)
+        + ". Trained weights have other activations (outliers), so these cosines check the arithmetic path, "
+        "not a trained model's fidelity.",
+    ]
+    first = r["models"][0]
+    ix, text = first["index"], first["text"]
+    lines += [
+        "",
+        f"`imgsearch index` of {ix['images']} photo-like JPEGs {ix['size']} into a new index, "
+        f"{first['model']}, `--precision` fp32 and bf16 alternated, {ix['runs']} run(s) each, each after "
+        "waiting for a quiet second (medians; the ONNX text export off):",
+        "",
+        "| `--precision` | `Library.index`, encoding phase | `imgsearch index`, new process: wall "
+        "| its peak RSS with workers | others' CPU share during it, max | the index records |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in ("fp32", "bf16"):
+        lines.append(
+            f"| {p} | {ix[p + '_rate']:.1f} img/s | {ix[p + '_cli_s']:.1f} s | {ix[p + '_cli_mb']:.0f} MB "
+            f"| {ix[p + '_others']:.0%} | {ix['recorded_numerics'][p]} |"
+        )
+    stored = ix["stored_bf16_vs_fp32"]
+    if text["bitwise_equal"]:
+        equal = "are bitwise equal to those of the fp32 one (the text tower stays fp32)"
+    else:
+        equal = f"**differ** from the fp32 one's (max abs difference {text['max_abs_diff']:.2e})"
+    onnx, checked = text.get("onnx_vs_torch_fp32"), text.get("export_verified") or {}
+    if onnx:
+        export = (
+            f"gives cos ≥ {onnx['min']:.7f} to torch fp32 on them, batched and alone (its own check: "
+            f"{checked.get('min_cos')} on {checked.get('probes')} probes): "
+            f"{verdict(onnx['min'], target, False)}"
+        )
+    else:
+        export = "was not made (unsupported for this model)"
+    lines += [
+        "",
+        f"bf16 / fp32, encoding phase: {ix['rate_ratio']:.2f} x. The vectors the two indexes stored for the "
+        f"same {stored['n']} files: cos min {stored['min']:.5f}, mean {stored['mean']:.5f} "
+        f"({verdict(stored['min'], target, False)}).",
+        "",
+        f"Query vectors: the text vectors ({text['texts']} texts) of the encoder loaded with `--precision "
+        f"bf16` {equal}; the ONNX text export made from the bf16-loaded encoder, as `index --precision bf16` "
+        f"makes it, {export}.",
+    ]
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "index": index_section,
     "rescan": rescan_section,
     "query": query_section,
     "search": search_section,
     "serve": serve_section,
+    "numerics": numerics_section,
 }
 
 
@@ -232,9 +341,10 @@ def render(s: Settings, name: str, command: str) -> str:
     started = time.perf_counter()
     lines = SECTIONS[name](s)
     minutes = (time.perf_counter() - started) / 60
+    weights = "speed does not depend on the weights" + (", the cosines may" if name == "numerics" else "")
     caption = (
         f"`{command} --only {name}`, {datetime.date.today().isoformat()}, {machine()}, model {s.model} "
-        f"with random weights (speed does not depend on the weights); {minutes:.0f} min."
+        f"with random weights ({weights}); {minutes:.0f} min."
     )
     return "\n".join(
         [f"<!-- harness:{name}:start -->", lines[0], "", caption, *lines[1:], f"<!-- harness:{name}:end -->"]

@@ -1,6 +1,7 @@
 """Indexing throughput against the pipeline limit, in one run, with a real architecture and random weights.
 
-    python bench/index_rate.py [--model ViT-B-32] [--count 96] [--size 1024x768] [--mixed] [--json]
+    python bench/index_rate.py [--model ViT-B-32] [--count 96] [--size 1024x768] [--mixed]
+                               [--precision auto] [--json]
 
 Builds the architecture with random weights into a local-dir folder (speed does not depend on the weights),
 generates photo-like JPEGs (`--mixed`: a tenth become PNG, a tenth WebP, a twentieth HEIC, plus three
@@ -10,6 +11,8 @@ broken files), then measures on this machine:
   - the pipeline limit: cores / (decode core-s + encode core-s), where encode core-s = encode s x cores;
   - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included);
   - memory: peak RSS of a separate `imgsearch index` process with its decode workers, summed.
+Every encoding runs in `--precision` (the index numerics; auto: bf16 on a CPU with AVX512-BF16 or AMX-BF16,
+else fp32; see imgsearch.model.numerics).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -53,11 +57,17 @@ def mix_formats(folder: Path) -> None:
 
 
 def measure(
-    model: str, count: int, width: int, height: int, mixed: bool, device: str, memory: bool, work: Path
+    model: str,
+    count: int,
+    width: int,
+    height: int,
+    mixed: bool,
+    device: str,
+    memory: bool,
+    work: Path,
+    precision: str = "auto",
 ) -> dict[str, object]:
-    from imgsearch import Library
     from imgsearch.index.decode import decode_file
-    from imgsearch.index.events import IndexEvents
     from imgsearch.model.encoder import Encoder
     from imgsearch.model.specs import parse_model_spec
 
@@ -72,7 +82,7 @@ def measure(
     for path in files:
         formats[path.suffix] = formats.get(path.suffix, 0) + 1
 
-    encoder = Encoder.load(parse_model_spec(spec), device=device)
+    encoder = Encoder.load(parse_model_spec(spec), device=device, precision=precision)
     sample = files[:: max(1, len(files) // 32)][:32]
     started = time.perf_counter()
     decoded = [decode_file(str(f), encoder.preprocess) for f in sample]
@@ -88,32 +98,23 @@ def measure(
         limit = cores / (decode_s + encode_s * cores)
     else:  # the accelerator encodes while every core decodes: the slower of the two sets the pace
         limit = min(cores / decode_s, 1 / encode_s)
-    precision = f"{encoder.runtime.device} {encoder.runtime.precision}, batch {encoder.runtime.batch_size}"
+    numerics = f"{encoder.runtime.device} {encoder.runtime.precision}, batch {encoder.runtime.batch_size}"
     del encoder
 
-    class Clock(IndexEvents):
-        def phase(self, name: str, total: int) -> None:
-            self.start = time.perf_counter()
-
-        def advance(self, n: int = 1) -> None:
-            self.end = time.perf_counter()
-
-    clock = Clock()
-    report = Library(work / "home", model=spec, device=device).index([photos], events=clock)
+    rate, report = index_rate(spec, photos, work / "home", device, precision)
     if report.encoded != len(files) or (mixed and report.failed != BROKEN):
         raise RuntimeError(f"unexpected index result: {report.summary()}")
-    rate = report.encoded / (clock.end - clock.start)
 
     cli_wall, peak_mb, later_peak_mb, exit_code = None, None, None, None
     if memory:  # a first run also makes the text export; a later one, with new photos, does not
-        cli_wall, peak_mb, exit_code = cli_index(work / "home-cli", spec, device, photos)
+        cli_wall, peak_mb, exit_code = cli_index(work / "home-cli", spec, device, photos, precision)
         later, export = work / "home-cli-later", work / "home" / "text-encoder"
         if export.exists():  # made by the in-process run above (unless IMGSEARCH_TEXT_EXPORT=0)
             shutil.copytree(export, later / "text-encoder")
-        _, later_peak_mb, _ = cli_index(later, spec, device, photos)
+        _, later_peak_mb, _ = cli_index(later, spec, device, photos, precision)
     return {
         "model": model,
-        "precision": precision,
+        "precision": numerics,
         "cores": cores,
         "images": len(files),
         "broken": BROKEN if mixed else 0,
@@ -132,12 +133,39 @@ def measure(
     }
 
 
-def cli_index(home: Path, spec: str, device: str, photos: Path) -> tuple[float, int, int]:
+def index_rate(
+    spec: str, photos: Path, home: Path, device: str, precision: str = "auto"
+) -> tuple[float, Any]:
+    """`Library.index` of `photos` into a new index `home`: images per second over its encoding phase
+    (importing torch and loading the model excluded), and the IndexReport."""
+    from imgsearch import Library
+    from imgsearch.index.events import IndexEvents
+
+    class Clock(IndexEvents):
+        def phase(self, name: str, total: int) -> None:
+            self.start = time.perf_counter()
+
+        def advance(self, n: int = 1) -> None:
+            self.end = time.perf_counter()
+
+    clock = Clock()
+    report = Library(home, model=spec, device=device, precision=precision).index([photos], events=clock)
+    return report.encoded / (clock.end - clock.start), report
+
+
+def cli_index(
+    home: Path,
+    spec: str,
+    device: str,
+    photos: Path,
+    precision: str = "auto",
+    env: dict[str, str] | None = None,
+) -> tuple[float, int, int]:
     """`imgsearch index PHOTOS` as a new process: wall seconds, peak RSS of it and its workers, exit code."""
-    env = {**os.environ, "IMGSEARCH_HOME": str(home), "IMGSEARCH_MODEL": spec}
+    env = {**os.environ, **(env or {}), "IMGSEARCH_HOME": str(home), "IMGSEARCH_MODEL": spec}
     started = time.perf_counter()
     process = subprocess.Popen(
-        [*imgsearch_command(), "index", "--quiet", "--device", device, str(photos)],
+        [*imgsearch_command(), "index", "--quiet", "--device", device, "--precision", precision, str(photos)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -156,13 +184,22 @@ def main() -> None:
     parser.add_argument("--size", default="1024x768")
     parser.add_argument("--mixed", action="store_true", help="some PNG, WebP, HEIC and broken files")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16: the index numerics")
     parser.add_argument("--no-memory", action="store_true", help="skip the separate `imgsearch index` run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         r = measure(
-            args.model, args.count, width, height, args.mixed, args.device, not args.no_memory, Path(tmp)
+            args.model,
+            args.count,
+            width,
+            height,
+            args.mixed,
+            args.device,
+            not args.no_memory,
+            Path(tmp),
+            args.precision,
         )
     if args.json:
         print(json.dumps(r))

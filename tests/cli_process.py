@@ -10,18 +10,25 @@ A child can be armed to SIGKILL itself at an exact point (see KILL_POINTS): the 
 embedding, row insert inside a write transaction, just after a commit, halfway through writing the FAISS
 file, between writing and renaming it, after renaming it. Or it can be held at such a point until a file
 appears (`hold`), so that a test knows for sure that it is in the middle of its work.
+
+`run_fresh` is the other kind: a command in a fresh interpreter that has imported nothing yet, for the tests
+of what a command imports (help and status never import torch, a cold query takes the ONNX path).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +192,50 @@ def _live_stat(pid: str) -> list[str] | None:
     except OSError:
         return None
     return None if fields[0] == "Z" else fields
+
+
+_FRESH = """\
+import json, sys
+modules, argv = sys.argv[1], sys.argv[2:]
+from imgsearch.cli import main
+try:
+    main(argv, prog_name="imgsearch")
+finally:
+    with open(modules, "w") as f:
+        json.dump(sorted(sys.modules), f)
+"""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A command run by `run_fresh`: its exit status, its own stdout and stderr, the modules it imported."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    modules: frozenset[str]
+
+
+def run_fresh(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> Finished:
+    """`imgsearch ARGV` in a new `python -c` process (environment `env`, else this one's), to its end.
+
+    The names in its sys.modules when the command ends (returned, exited or raised) are written to a file
+    of their own, so stdout and stderr are the command's alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        modules = Path(tmp) / "modules.json"
+        command = [sys.executable, "-c", _FRESH, str(modules), *map(str, argv)]
+        done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        imported = json.loads(modules.read_text()) if modules.exists() else []
+    return Finished(done.returncode, done.stdout, done.stderr, frozenset(imported))
+
+
+def output_and_modules(
+    argv: list[str], env: dict[str, str] | None = None
+) -> tuple[list[str], frozenset[str]]:
+    """`run_fresh(argv)` with `env` added to this process's environment, which must exit 0: its output
+    lines and the modules it imported."""
+    done = run_fresh(argv, {**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines(), done.modules

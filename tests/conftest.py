@@ -1,24 +1,30 @@
-"""Shared fixtures: a private index folder for every test, the tiny local-dir model, sample photos."""
+"""Shared fixtures: a private index folder for every test, the tiny local-dir model, sample photos, and one
+index of sample_photos for the whole run that the tests which only read an index share."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from imgsearch.model.encoder import Encoder
 from imgsearch.model.specs import parse_model_spec
+from tests import cli_process
 from tests.tiny_model import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_PHOTOS = REPO / "sample_photos"
 SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
+#: The ONNX exports' switches: off in the tests (isolated_home) except where `export_on` turns one on.
+EXPORT_SWITCHES = ("IMGSEARCH_TEXT_EXPORT", "IMGSEARCH_IMAGE_EXPORT")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +36,10 @@ def _offline_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         patch.setenv("IMGSEARCH_HOME", str(tmp_path_factory.mktemp("session-home")))
         for name in ("IMGSEARCH_MODEL", "IMGSEARCH_TOKEN"):
             patch.delenv(name, raising=False)
+        # The exports off for module- and session-scoped fixtures too (servers they start, indexes they
+        # build), as `isolated_home` sets them for each test: one setting for a test and its fixtures.
+        patch.setenv("IMGSEARCH_TEXT_EXPORT", "0")
+        patch.setenv("IMGSEARCH_IMAGE_EXPORT", "0")
         yield
 
 
@@ -39,15 +49,31 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("IMGSEARCH_HOME", str(home))
     monkeypatch.delenv("IMGSEARCH_MODEL", raising=False)
-    # The ONNX text export costs each indexing test a second; tests/test_text_onnx.py turns it back on.
-    monkeypatch.setenv("IMGSEARCH_TEXT_EXPORT", "0")
-    monkeypatch.setenv("IMGSEARCH_IMAGE_EXPORT", "0")  # and the image one (tests/test_image_onnx.py)
+    # The ONNX text export costs each indexing test a second; the export tests turn theirs back on.
+    for switch in EXPORT_SWITCHES:
+        monkeypatch.setenv(switch, "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for a hub...
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # ...nor find real weights
     return home
+
+
+@pytest.fixture
+def export_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn back on the ONNX export that the test module is about, which isolated_home turns off: the one
+    its EXPORT_SWITCH names (the text export in tests/test_text_onnx.py, the image one in test_image_onnx)."""
+    switch = getattr(request.module, "EXPORT_SWITCH", None)
+    assert switch in EXPORT_SWITCHES, f"{request.module.__name__} names no EXPORT_SWITCH for export_on"
+    monkeypatch.setenv(switch, "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """SIGKILL, after each test, whatever it started through tests/cli_process.py that still runs."""
+    yield
+    cli_process.kill_all()
 
 
 @pytest.fixture(scope="session")
@@ -75,29 +101,107 @@ def photos(tmp_path: Path) -> Path:
     return folder
 
 
+def _invoke(runner, tiny_model: str, args: tuple[object, ...], model: bool = True):
+    """`imgsearch ARGS` in-process through click's `runner` (index, query and similar with the tiny model
+    unless `model` is False); returns click's Result."""
+    from imgsearch.cli import main
+
+    argv = [str(a) for a in args]
+    if model and argv and argv[0] in ("index", "query", "similar"):
+        argv[1:1] = ["--model", tiny_model]
+    return runner.invoke(main, argv, catch_exceptions=False)
+
+
 @pytest.fixture
 def cli(tiny_model: str):
     """Run an imgsearch command in-process with the tiny model; returns click's Result."""
     from click.testing import CliRunner
 
-    from imgsearch.cli import main
-
     runner = CliRunner()
 
-    def run(*args: str, model: bool = True):
-        argv = [str(a) for a in args]
-        if model and argv and argv[0] in ("index", "query", "similar"):
-            argv[1:1] = ["--model", tiny_model]
-        return runner.invoke(main, argv, catch_exceptions=False)
+    def run(*args: object, model: bool = True):
+        return _invoke(runner, tiny_model, args, model)
 
     return run
 
 
 @pytest.fixture
-def indexed(cli, photos) -> Path:
+def indexed_private(cli, photos) -> Path:
+    """The test's own copy of sample_photos indexed into its own index folder, for a test that changes
+    either: `indexed` without the sharing (and a second or so slower)."""
     result = cli("index", photos)
     assert result.exit_code == 0, result.output
     return photos
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    home: Path  #: the index folder
+    photos: Path  #: the copy of sample_photos it indexes
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> SampleIndex:
+    """sample_photos indexed once for the whole run, as `indexed_private` indexes them (the CLI, the tiny
+    model, no exports). Tests get it through `indexed`, which checks that they leave it as it was."""
+    from click.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("sample-index")
+    shared = SampleIndex(root / "home", root / "photos")
+    shutil.copytree(SAMPLE_PHOTOS, shared.photos, ignore=shutil.ignore_patterns("*.md"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMGSEARCH_HOME", str(shared.home))
+        for switch in EXPORT_SWITCHES:
+            patch.setenv(switch, "0")
+        result = _invoke(CliRunner(), tiny_model, ("index", shared.photos))
+    assert result.exit_code == 0, result.output
+    return shared
+
+
+@pytest.fixture
+def indexed(
+    sample_index: SampleIndex, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """sample_photos indexed with the tiny model, for a test that only reads: the index (IMGSEARCH_HOME) is
+    the run's one sample_index, not one of the test's own; returns its photos folder. A test that changes a
+    file of either fails; one that needs to change them takes `indexed_private`."""
+    monkeypatch.setenv("IMGSEARCH_HOME", str(sample_index.home))
+    before = _files(sample_index)
+    yield sample_index.photos
+    after = _files(sample_index)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"this test changed the shared sample index (use indexed_private): {changed}"
+
+
+def _files(shared: SampleIndex) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file of the shared index and its photos. SQLite's -shm, which readers make
+    and remove, is left out; and so is an empty -wal (nothing written)."""
+    found = {}
+    for path in [*shared.home.rglob("*"), *shared.photos.rglob("*")]:
+        st = path.lstat()
+        if path.is_dir() or path.name.endswith("-shm") or (path.name.endswith("-wal") and not st.st_size):
+            continue
+        found[str(path)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture
+def refuse_listing(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
+    """refuse_listing(folder): from now on os.scandir refuses that folder as the kernel refuses one that
+    cannot be read (chmod 0 does not stop root, which CI runs as)."""
+    real_scandir = os.scandir
+    refused: set[bytes] = set()
+
+    def scandir(path="."):
+        if isinstance(path, (str, bytes, os.PathLike)) and os.fsencode(path) in refused:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    def refuse(folder: Path) -> None:
+        refused.add(os.fsencode(folder))
+        monkeypatch.setattr(os, "scandir", scandir)
+
+    return refuse
 
 
 @contextlib.contextmanager
@@ -112,3 +216,11 @@ def serving(env: dict[str, str]) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def auto_numerics(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test under each resolution of `--precision auto` on the CPU, whatever this machine's CPU:
+    bf16 as on an AVX512-BF16 machine (it computes on AVX2 too, only more slowly), fp32 as on AVX2."""
+    monkeypatch.setenv("IMGSEARCH_CPU_BF16", "1" if request.param == "bf16" else "0")
+    return str(request.param)

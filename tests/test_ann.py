@@ -9,8 +9,9 @@ import pytest
 
 from imgsearch import Library
 from imgsearch.store import ann
-from imgsearch.store.catalog import Catalog, Content
+from imgsearch.store.catalog import Content
 from imgsearch.store.vectors import VectorIndex, describe_file, vectors_file
+from tests import index_db
 
 DIM = 32  # the tiny test model's vector size
 
@@ -113,23 +114,23 @@ def test_a_shrunk_library_goes_back_to_exact(pair):
 # -- through the library: the writer trains, readers only load -----------------------------------------------
 
 
+def _add_rows(w, vectors: np.ndarray, folder: str, first: int = 0) -> list[int]:
+    """Rows for `vectors` through the catalog writer `w`, as /FOLDER/N.jpg (N from `first` on); their ids."""
+    return [
+        w.add_image(
+            f"/{folder}/{first + i:06d}.jpg".encode(),
+            1,
+            1,
+            (first + i).to_bytes(16, "big"),
+            Content(8, 8, "JPEG", None, v.tobytes()),
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
 def _add_synthetic(home, vectors: np.ndarray, first: int = 0) -> list[int]:
-    catalog = Catalog.open(home / "index.db")
-    try:
-        with catalog.write() as w:
-            ids = [
-                w.add_image(
-                    f"/synthetic/{first + i:06d}.jpg".encode(),
-                    1,
-                    1,
-                    (first + i).to_bytes(16, "big"),
-                    Content(8, 8, "JPEG", None, v.tobytes()),
-                )
-                for i, v in enumerate(vectors)
-            ]
-        return ids
-    finally:
-        catalog.close()
+    with index_db.catalog(home) as catalog, catalog.write() as w:
+        return _add_rows(w, vectors, "synthetic", first)
 
 
 @pytest.fixture
@@ -160,11 +161,8 @@ def large(cli, photos, isolated_home, trainings):
 
 
 def _current(home) -> VectorIndex:
-    catalog = Catalog.open(home / "index.db")
-    try:
+    with index_db.catalog(home) as catalog:
         return VectorIndex.load_or_rebuild(catalog, home, DIM, save=False)
-    finally:
-        catalog.close()
 
 
 def test_the_writer_trains_readers_use_it_and_status_says_so(large, isolated_home, cli, photos):
@@ -174,12 +172,9 @@ def test_the_writer_trains_readers_use_it_and_status_says_so(large, isolated_hom
     assert large.status().search_index.startswith("approximate (IVF-Flat")
     assert "search    approximate (IVF-Flat" in cli("status").output
 
-    catalog = Catalog.open(isolated_home / "index.db")
-    try:
+    with index_db.catalog(isolated_home) as catalog:
         _, ids, vectors = catalog.all_vectors(DIM)
         rows = [catalog.row_by_path(bytes(p)) for p in sorted(photos.glob("*.jpg"))]
-    finally:
-        catalog.close()
     exact = VectorIndex.build(DIM, ids, vectors, 0)
     assert large.search("a boat", top=5)
     with large.reader.reading() as (_, reader, _):
@@ -209,25 +204,13 @@ def test_new_images_are_added_without_training_again(large, isolated_home, train
     # new images arrive through the writer (its index follows each commit): simulate one run's worth
     lib = Library(isolated_home, device="cpu")
     new = clustered(300, np.random.default_rng(7))
-    catalog = Catalog.open(isolated_home / "index.db")
-    try:
+    with index_db.catalog(isolated_home) as catalog:
         writer = VectorIndex.load_or_rebuild(catalog, isolated_home, DIM, save=False)
         with catalog.write() as w:
-            new_ids = [
-                w.add_image(
-                    f"/new/{i}.jpg".encode(),
-                    1,
-                    1,
-                    i.to_bytes(16, "big"),
-                    Content(8, 8, "JPEG", None, v.tobytes()),
-                )
-                for i, v in enumerate(new)
-            ]
+            new_ids = _add_rows(w, new, "new")
         writer.apply(w.changes, w.version)
         assert writer.fit() is None
         writer.save(isolated_home)
-    finally:
-        catalog.close()
     after = _current(isolated_home).index
     assert isinstance(after, faiss.IndexIVFFlat) and after.nlist == before.nlist
     assert np.array_equal(faiss.vector_to_array(faiss.downcast_index(after.quantizer).codes), centroids)
@@ -240,15 +223,12 @@ def test_new_images_are_added_without_training_again(large, isolated_home, train
 
 
 def test_deleted_photos_leave_the_ivf_index_without_training(large, isolated_home, photos, trainings):
-    catalog = Catalog.open(isolated_home / "index.db")
-    try:
+    with index_db.catalog(isolated_home) as catalog:
         gone = []
         for photo in sorted(photos.glob("*.jpg"))[:3]:
             row, vector = catalog.row_by_path(bytes(photo))
             gone.append((row.id, np.frombuffer(vector, dtype=np.float32)))
             photo.unlink()
-    finally:
-        catalog.close()
     large.index()  # the indexer removes them; the IVF index follows
     assert len(trainings) == 1
     assert next(isolated_home.glob("vectors-*.faiss")).read_bytes()[:4] == b"IwFl"
@@ -271,8 +251,5 @@ def test_a_damaged_ivf_file_is_ignored_then_trained_again_by_the_writer(large, i
     assert fresh.reader._vectors is not None and not fresh.reader._vectors.approximate
     fresh.index()
     assert len(trainings) == 2
-    catalog = Catalog.open(isolated_home / "index.db")
-    try:
+    with index_db.catalog(isolated_home) as catalog:
         assert describe_file(vectors_file(isolated_home, catalog.vectors_version())).startswith("approx")
-    finally:
-        catalog.close()

@@ -13,7 +13,7 @@ import pytest
 
 from imgsearch.errors import UsageError
 from imgsearch.search.classify import TEMPLATES, ZeroShot, softmax
-from imgsearch.store.catalog import Catalog
+from tests import index_db
 from tests.conftest import SAMPLE_COUNT
 from tests.controlled import ControlledEncoder, Item, controlled_library, unit
 
@@ -58,12 +58,9 @@ def _reference(library, labels, scale: float) -> dict[str, np.ndarray]:
     for label in labels:
         prompts = np.stack([unit(encoder.texts[t.format(label)]) for t in TEMPLATES])
         label_vectors.append(unit(prompts.mean(axis=0)))
-    catalog = Catalog.open(library.db_path)
-    try:
+    with index_db.catalog(library.home) as catalog:
         _, ids, vectors = catalog.all_vectors(DIM)
         rows = catalog.rows(ids)
-    finally:
-        catalog.close()
     logits = vectors.astype(np.float64) @ np.stack(label_vectors).T.astype(np.float64) * scale
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = exp / exp.sum(axis=1, keepdims=True)
@@ -163,15 +160,12 @@ def test_bad_arguments_are_usage_errors(library, labels, options, message):
 
 
 def test_batches_give_the_same_answer_as_one_pass(library):
-    catalog = Catalog.open(library.db_path)
-    try:
+    with index_db.catalog(library.home) as catalog:
         small = list(catalog.vector_batches(DIM, batch=5))
         assert [len(ids) for ids, _, _ in small] == [5, 5, 2]
         zero_shot = ZeroShot.prepare(LABELS, library.encoder().embed_texts, 100.0)
         batched = list(zero_shot.classify(iter(small)))
         whole = list(zero_shot.classify(catalog.vector_batches(DIM)))
-    finally:
-        catalog.close()
     assert batched == whole
     assert [r.path for r in whole] == sorted(r.path for r in whole)
 
@@ -185,11 +179,8 @@ def test_softmax_is_stable_for_large_logits():
 def test_ids_with_label_keeps_the_images_whose_best_label_is_wanted(library):
     wanted = library.ids_with_label("cat", ["dog", "birthday party"])
     results = library.classify(["dog", "birthday party", "cat"])
-    catalog = Catalog.open(library.db_path)
-    try:
+    with index_db.catalog(library.home) as catalog:
         paths = {row.path.decode(): i for i, row in catalog.rows(range(1, 100)).items()}
-    finally:
-        catalog.close()
     assert wanted.tolist() == sorted(paths[r.path] for r in results if r.label == "cat")
     assert wanted.dtype == np.int64 and len(wanted) > 0
     both = library.ids_with_label(["cat", "dog"], ["birthday party"])

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 from imgsearch.cli import main
+from tests.cli_process import output_and_modules
 
 COMMANDS = sorted(main.commands)
 
@@ -21,24 +20,13 @@ def test_every_command_has_help(command):
     assert "Usage: " in result.output and len(main.commands[command].help or "") > 20
 
 
-def _modules_after(argv: list[str]) -> set[str]:
-    code = (
-        "import sys\nfrom imgsearch.cli import main\n"
-        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        "import json\nprint(json.dumps(sorted(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return set(json.loads(out.splitlines()[-1]))
-
-
 def test_help_does_not_import_heavy_modules():
-    loaded = _modules_after(["--help"])
+    _, loaded = output_and_modules(["--help"])
     assert not {"torch", "open_clip", "faiss", "sqlalchemy", "numpy"} & loaded
 
 
-def test_status_does_not_import_torch(cli, photos):
-    assert cli("index", photos).exit_code == 0
-    loaded = _modules_after(["status"])
+def test_status_does_not_import_torch(indexed):
+    _, loaded = output_and_modules(["status"])
     assert "torch" not in loaded and "open_clip" not in loaded
 
 

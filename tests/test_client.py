@@ -16,18 +16,11 @@ from pathlib import Path
 import pytest
 
 from imgsearch.library import Library
+from tests.cli_process import Finished, run_fresh
 from tests.conftest import SAMPLE_PHOTOS, serving
 
 TOKEN = "client-t0ken"
-PROBE = (
-    "import sys\n"
-    "from imgsearch.cli import main\n"
-    "try:\n"
-    "    main(sys.argv[1:])\n"
-    "finally:\n"
-    "    heavy = sorted(m for m in ('torch', 'numpy', 'faiss', 'sqlalchemy') if m in sys.modules)\n"
-    "    print('loaded:' + ','.join(heavy), file=sys.stderr)\n"
-)
+HEAVY = ("torch", "numpy", "faiss", "sqlalchemy")
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +34,21 @@ def served(tmp_path_factory, tiny_model) -> Iterator[Path]:
     assert not (home / "server.json").exists()
 
 
-def _cli(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(home: Path, *args: str, cwd: Path | None = None) -> Finished:
     env = {k: v for k, v in os.environ.items() if k not in ("IMGSEARCH_MODEL", "IMGSEARCH_TOKEN")}
     env["IMGSEARCH_HOME"] = str(home)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    return subprocess.run(
-        [sys.executable, "-c", PROBE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return run_fresh(list(args), env, cwd=cwd)
 
 
-def _results(done: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+def _results(done: Finished) -> list[dict[str, object]]:
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def _loaded(done: subprocess.CompletedProcess[str]) -> str:
-    return done.stderr.strip().splitlines()[-1]
+def _loaded(done: Finished) -> str:
+    """'loaded:' and the heavy modules the process imported, by name."""
+    return "loaded:" + ",".join(sorted(m for m in HEAVY if m in done.modules))
 
 
 def test_the_server_answers_like_the_process_itself_without_torch_or_numpy(served: Path) -> None:
@@ -99,7 +91,7 @@ def _closed_port() -> Iterator[int]:
 
 
 @pytest.mark.parametrize("pid", ["dead", "alive"])
-def test_a_stale_server_file_is_ignored(indexed: Path, pid: str) -> None:
+def test_a_stale_server_file_is_ignored(indexed_private: Path, pid: str) -> None:
     """A server killed hard leaves server.json: a dead pid is ignored, a live pid with a closed port too."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     with _closed_port() as port:

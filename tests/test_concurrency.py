@@ -7,24 +7,17 @@ index, and when the writers are done the index equals the folder.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-
 from imgsearch import Library
 from imgsearch.model.encoder import Encoder
 from imgsearch.model.specs import parse_model_spec
-from tests import cli_process
+from tests import cli_process, index_db
+from tests.images import noise_jpeg
 
 BUSY = "another imgsearch process is writing to the index"
 
@@ -32,21 +25,16 @@ BUSY = "another imgsearch process is writing to the index"
 def add_images(folder: Path, start: int, count: int) -> None:
     folder.mkdir(exist_ok=True)
     for i in range(start, start + count):
-        pixels = np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).resize((64, 64)).save(buffer, "JPEG")
-        (folder / f"{i:04d}.jpg").write_bytes(buffer.getvalue())
+        (folder / f"{i:04d}.jpg").write_bytes(noise_jpeg(i))
 
 
-def committed(db: Path) -> dict[bytes, bytes]:
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
-        return dict(conn.execute("SELECT path, content_hash FROM images"))
+def committed(home: Path) -> dict[bytes, bytes]:
+    """path -> content hash of every committed row, as another process reads them now."""
+    return {path: content_hash for path, (content_hash,) in index_db.images(home, "content_hash").items()}
 
 
 def on_disk(folder: Path) -> dict[bytes, bytes]:
-    return {
-        os.fsencode(p): hashlib.blake2b(p.read_bytes(), digest_size=16).digest() for p in folder.glob("*.jpg")
-    }
+    return index_db.hashes_on_disk(folder.glob("*.jpg"))
 
 
 class Queries(threading.Thread):
@@ -77,19 +65,12 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(autouse=True)
-def _no_leftovers():
-    yield
-    cli_process.kill_all()
-
-
 def log_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
 def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
     folder, home, log = tmp_path / "photos", tmp_path / "index", tmp_path / "runs.log"
-    db = home / "index.db"
     common = ["--home", str(home), "--model", tiny_model, "--device", "cpu", "--precision", "fp32"]
     index = ["index", "-q", "-j", "1", *common, str(folder)]
     watch = ["watch", "--settle", "0.3", "-j", "1", *common, str(folder)]
@@ -111,7 +92,7 @@ def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
         add_images(folder, 20, 200)
         go_on = tmp_path / "go-on"
         first = cli_process.start(index, tmp_path / "first.log", hold=("embedding a batch", 2, go_on))
-        wait_for(lambda: len(committed(db)) > 20 or not first.is_alive(), "a first batch")
+        wait_for(lambda: len(committed(home)) > 20 or not first.is_alive(), "a first batch")
         assert first.is_alive(), (tmp_path / "first.log").read_text()
         for argv in (index, watch):
             second_log = tmp_path / f"second-{argv[0]}.log"
@@ -121,7 +102,7 @@ def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
         go_on.touch()
         first.join(120)
         assert first.exitcode == 0, (tmp_path / "first.log").read_text()
-        assert committed(db) == on_disk(folder)
+        assert committed(home) == on_disk(folder)
 
         # watch + index: a running watch holds the lock; an index started meanwhile is refused
         watch_log = tmp_path / "watch.log"
@@ -132,7 +113,7 @@ def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
         os.rename(folder / "0004.jpg", folder / "renamed.jpg")
         assert run(index, tmp_path / "index-during-watch.log") == 1
         assert BUSY in (tmp_path / "index-during-watch.log").read_text()
-        wait_for(lambda: committed(db) == on_disk(folder), "the watcher to catch up")
+        wait_for(lambda: committed(home) == on_disk(folder), "the watcher to catch up")
         os.kill(watcher.pid, signal.SIGTERM)
         watcher.join(60)
         assert watcher.exitcode == 0, watch_log.read_text()
@@ -142,8 +123,7 @@ def test_two_writers_and_queries_at_once(tiny_model, tmp_path):
     assert not queries.errors, queries.errors[:3]
     assert queries.done > 10
     print(f"{queries.done} queries, none failed")
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert committed(db) == on_disk(folder)
+    assert index_db.integrity(home) == "ok"
+    assert committed(home) == on_disk(folder)
     assert run(index) == 0  # and a last run finds nothing to do
-    assert committed(db) == on_disk(folder)
+    assert committed(home) == on_disk(folder)

@@ -16,9 +16,6 @@ Finally an uninterrupted run makes the index equal the folder exactly.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import os
 import random
 import shutil
@@ -29,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from imgsearch import Library
@@ -38,7 +34,8 @@ from imgsearch.model.encoder import Encoder
 from imgsearch.model.specs import parse_model_spec
 from imgsearch.store.catalog import Catalog
 from imgsearch.store.vectors import VectorIndex, vectors_file
-from tests import cli_process
+from tests import cli_process, index_db
+from tests.images import noise_jpeg
 
 START_FILES = 200
 KILLS = 32
@@ -60,13 +57,8 @@ class Photos:
 
     def new_bytes(self) -> bytes:
         self.made += 1
-        seed = self.rng.getrandbits(32)
-        pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(pixels).resize((64, 64), Image.Resampling.BILINEAR)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        data = buffer.getvalue()
-        self.contents[hashlib.blake2b(data, digest_size=16).digest()] = data
+        data = noise_jpeg(self.rng.getrandbits(32), resample=Image.Resampling.BILINEAR, quality=85)
+        self.contents[index_db.content_hash(data)] = data
         return data
 
     def files(self) -> list[Path]:
@@ -118,29 +110,28 @@ class Vectors:
         return {h: self.known[h] for h in hashes}
 
 
-def rows(db: Path) -> dict[bytes, tuple[int, bytes]]:
+def rows(home: Path) -> dict[bytes, tuple[int, bytes]]:
     """path -> (id, content hash) as a separate read-only reader sees it now."""
-    if not db.exists():
+    if not (home / "index.db").exists():
         return {}
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
-        try:
-            return {p: (i, h) for p, i, h in conn.execute("SELECT path, id, content_hash FROM images")}
-        except sqlite3.OperationalError:  # the schema is not there yet
-            return {}
+    try:
+        return index_db.images(home, "id", "content_hash")
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return {}
 
 
 class Reader(threading.Thread):
     """Keeps the latest committed state a reader could see while a run goes on."""
 
-    def __init__(self, db: Path):
+    def __init__(self, home: Path):
         super().__init__(daemon=True)
-        self.db = db
+        self.home = home
         self.seen: dict[bytes, tuple[int, bytes]] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.seen = rows(self.db)
+            self.seen = rows(self.home)
             time.sleep(0.01)
 
 
@@ -149,11 +140,9 @@ def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors
     if not db.exists():  # killed before it made one
         assert not before
         return
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        query = "SELECT id, path, content_hash, vector FROM images"
-        stored = {i: (p, h, v) for i, p, h, v in conn.execute(query)} if "images" in tables else {}
+    assert index_db.integrity(home) == "ok"
+    found = index_db.images(home, "id", "content_hash", "vector") if "images" in index_db.tables(home) else {}
+    stored = {i: (p, h, v) for p, (i, h, v) in found.items()}
     after = {p: (i, h) for i, (p, h, _) in stored.items()}
     # A run may rightly drop the rows of files gone from the folder between a reader's look and the kill;
     # a committed row of a file still there must survive.
@@ -163,12 +152,10 @@ def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors
         Catalog.open(db).close()
         return
     fresh = vectors.of({h for _, h, _ in stored.values()})
-    for i, (path, h, blob) in stored.items():
-        got = np.frombuffer(blob, dtype=np.float32)
+    for i, (path, h, got) in stored.items():
         assert np.allclose(got, fresh[h], atol=1e-4), f"row {i} {path!r}: vector is not its content's"
 
-    catalog = Catalog.open(db)
-    try:
+    with index_db.catalog(home) as catalog:
         version, dim = catalog.vectors_version(), catalog.model()[1]  # type: ignore[index]
         ids = np.array(sorted(stored), dtype=np.int64)
         saved = vectors_file(home, version)
@@ -180,9 +167,7 @@ def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors
         opened = VectorIndex.load_or_rebuild(catalog, home, dim, save=False)
         assert sorted(faiss_ids(opened)) == list(ids)
         for i in ids[:: max(1, len(ids) // 20)]:
-            assert np.allclose(opened.index.reconstruct(int(i)), np.frombuffer(stored[i][2], np.float32))
-    finally:
-        catalog.close()
+            assert np.allclose(opened.index.reconstruct(int(i)), stored[i][2])
     assert len(library.search("a photo", top=5)) == min(5, len(stored))
 
 
@@ -192,18 +177,11 @@ def faiss_ids(vectors: VectorIndex) -> list[int]:
     return [int(i) for i in faiss.vector_to_array(vectors.index.id_map)]
 
 
-@pytest.fixture(autouse=True)
-def _no_leftovers():
-    yield
-    cli_process.kill_all()
-
-
 def test_sigkill_at_random_moments_never_loses_or_corrupts_anything(tiny_model, tmp_path):
     rng = random.Random(SEED)
     photos = Photos(tmp_path / "photos", rng)
     photos.add(START_FILES)
     home = tmp_path / "index"
-    db = home / "index.db"
     log = tmp_path / "index.log"
     encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
     vectors = Vectors(encoder, photos, tmp_path)
@@ -220,7 +198,7 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_anything(tiny_model, 
         external = rounds % 2 == 1
         name = points[(rounds // 2 - 1) % len(points)]
         point = None if external else (name, rng.randint(1, CALLS_PER_ROUND.get(name, 1)))
-        reader = Reader(db)
+        reader = Reader(home)
         reader.start()
         process = cli_process.start(argv, log, point)
         workers: set[int] = set()
@@ -251,13 +229,10 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_anything(tiny_model, 
     process.join(120)
     assert process.exitcode == 0, log.read_text(errors="replace")[-3000:]
     check_consistent(home, {}, vectors, Library(home, encoder=encoder))
-    on_disk = {
-        os.fsencode(p): hashlib.blake2b(p.read_bytes(), digest_size=16).digest() for p in photos.files()
-    }
-    assert {p: h for p, (_, h) in rows(db).items()} == on_disk  # same paths, same contents: nothing extra
-    catalog = Catalog.open(db)
-    version = catalog.vectors_version()
-    catalog.close()
+    on_disk = index_db.hashes_on_disk(photos.files())
+    assert {p: h for p, (_, h) in rows(home).items()} == on_disk  # same paths, same contents: nothing extra
+    with index_db.catalog(home) as catalog:
+        version = catalog.vectors_version()
     assert [p.name for p in home.glob("*.faiss")] == [vectors_file(home, version).name]
     assert not list(home.glob(".vectors-*"))  # temp files of killed saves are cleaned up
     print(

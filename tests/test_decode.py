@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import time
-import zlib
 from datetime import datetime
 from pathlib import Path
 
@@ -27,18 +25,13 @@ from imgsearch.index.decode import (
     open_upright_rgb,
 )
 from tests.conftest import SAMPLE_PHOTOS
+from tests.images import encode, png_bomb, require_heif
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ["shortest", "squash", "longest"]
 SAMPLE_JPEGS = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -291,7 +284,7 @@ def test_truncated_file(fmt: str, name: str, fraction: float):
 
 
 def test_truncated_heic():
-    pytest.importorskip("pillow_heif")
+    require_heif()  # a declared dependency: missing, this fails rather than skips
     data = encode(photo_like(300, 200), "HEIF")
     assert open_upright_rgb(data, None)[1] == "HEIF"
     assert "broken" in decode_error(data[: len(data) // 2])
@@ -309,18 +302,8 @@ def test_a_decoder_plugins_own_error_is_a_decode_error(monkeypatch: pytest.Monke
     assert decode_error(data) == "cannot decode: PluginCrash: codec went away"
 
 
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def test_png_claiming_ten_billion_pixels_is_refused_without_decoding():
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 8-bit RGB
-    data = (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
-        + png_chunk(b"IEND", b"")
-    )
+    data = png_bomb(zeros=1000)  # 100,000 x 100,000 8-bit RGB
     start = time.perf_counter()
     reason = decode_error(data)
     assert time.perf_counter() - start < 1.0  # 30 GB were never allocated

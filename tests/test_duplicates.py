@@ -6,9 +6,6 @@ import json
 import math
 import re
 import shutil
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,8 @@ import pytest
 
 from imgsearch import Library
 from imgsearch.errors import UsageError
+from tests import index_db
+from tests.cli_process import output_and_modules
 from tests.controlled import ControlledEncoder, Item, controlled_library
 
 DIM = 8
@@ -237,11 +236,7 @@ def copies(cli, photos: Path) -> dict[str, list[Path]]:
 def separating_threshold(home: Path, photos: Path) -> float:
     """Measured on the tiny model: halfway between the copies' lowest cosine to their original and the
     highest cosine between two different photos, with a margin asserted so the test means something."""
-    with sqlite3.connect(home / "index.db") as db:
-        stored = {
-            Path(p.decode()).name: np.frombuffer(v, dtype=np.float32)
-            for p, v in db.execute("SELECT path, vector FROM images")
-        }
+    stored = {Path(p.decode()).name: v for p, v in index_db.vectors(home).items()}
     original = stored["dahlia-flower.jpg"]
     copies = min(float(stored[n] @ original) for n in ("dahlia-half.jpg", "dahlia-q60.jpg"))
     distinct = np.stack(
@@ -292,13 +287,8 @@ def test_cli_prints_nothing_without_duplicates_and_never_loads_the_model(cli, tm
     )
     result = cli("duplicates")
     assert result.exit_code == 0 and result.output == ""
-    code = (
-        "import sys\nfrom imgsearch.cli import main\n"
-        "try:\n    main(['duplicates', '--json'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('torch' in sys.modules, 'open_clip' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1] == "False False"
+    _, loaded = output_and_modules(["duplicates", "--json"])
+    assert "torch" not in loaded and "open_clip" not in loaded
 
 
 def test_cli_bad_threshold_is_a_usage_error(cli):

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from tests import index_db
 from tests.conftest import SAMPLE_PHOTOS
+from tests.images import add_photos
 
 SAMPLES = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
 
@@ -63,20 +65,10 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def add_new_photos(folder: Path, count: int) -> None:
-    for i in range(count):
-        (folder / f"new-{i}.jpg").write_bytes(SAMPLES[i].read_bytes() + f"new-{i}".encode())
-
-
 def one_clear_line(output: str, needle: str) -> None:
     assert "Traceback" not in output, output
     lines = output.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], output
-
-
-def integrity(home: Path) -> str:
-    with contextlib.closing(sqlite3.connect(f"file:{home / 'index.db'}?mode=ro", uri=True)) as db:
-        return db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
 def test_disk_full(cli, photos, tmpfs):
@@ -85,7 +77,7 @@ def test_disk_full(cli, photos, tmpfs):
     before = cli("query", "--home", home, "a cat", "--paths", "-n", "5")
     assert before.exit_code == 0
     filler = fill(tmpfs.path)
-    add_new_photos(photos, 20)
+    add_photos(photos, 20, "new")
 
     result = cli("index", "--home", home, photos)
     assert result.exit_code == 1
@@ -98,7 +90,7 @@ def test_disk_full(cli, photos, tmpfs):
 
     filler.unlink()
     assert cli("index", "--home", home, photos).exit_code == 0
-    assert integrity(home) == "ok"
+    assert index_db.integrity(home) == "ok"
     found = cli("query", "--home", home, "a cat", "--paths", "-n", "1000").output.split("\n")
     assert sorted(filter(None, found)) == sorted(str(p) for p in photos.glob("*.jpg"))
 
@@ -110,7 +102,7 @@ def test_disk_full_injected(cli, photos, isolated_home, monkeypatch, where):
 
     assert cli("index", photos).exit_code == 0
     before = cli("query", "a cat", "--paths", "-n", "5").output
-    add_new_photos(photos, 3)
+    add_photos(photos, 3, "new")
     with pytest.MonkeyPatch.context() as patch:
         if where == "sqlite":
             full = sqlite3.OperationalError("database or disk is full")
@@ -161,4 +153,4 @@ def test_read_only_index_folder(cli, photos, tmpfs):
         assert result.exit_code == 1
         one_clear_line(result.output, "read-only")
     tmpfs.remount(ro=False)
-    assert integrity(home) == "ok"
+    assert index_db.integrity(home) == "ok"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 import imgsearch.model.export as onnx_export
 from imgsearch import Library
@@ -15,15 +14,13 @@ from imgsearch.index.decode import decode_file
 from imgsearch.model.export import export_image
 from imgsearch.model.onnx_image import DATA_FILE, FOLDER, OnnxImage
 from imgsearch.model.onnx_text import META_FILE, export_folder
+from tests.cli_process import output_and_modules
 from tests.conftest import SAMPLE_PHOTOS
-from tests.test_text_onnx import _run
 
 TORCH = {"torch", "open_clip", "torchvision"}
 
 
-@pytest.fixture
-def export_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMGSEARCH_IMAGE_EXPORT", "1")  # conftest turns it off for the other tests
+EXPORT_SWITCH = "IMGSEARCH_IMAGE_EXPORT"  # what conftest's export_on turns back on for these tests
 
 
 def test_export_of_the_tiny_model_gives_the_torch_vectors_of_real_photos(torch_encoder, tmp_path):
@@ -53,14 +50,16 @@ def _new_picture(tmp_path):
     return target
 
 
-def test_the_second_cold_query_by_a_new_picture_skips_torch(cli, photos, export_on, isolated_home, tmp_path):
+def test_the_second_cold_query_by_a_new_picture_skips_torch(
+    cli, photos, export_on, isolated_home, tmp_path, auto_numerics
+):
     assert cli("index", photos).exit_code == 0
     folder = export_folder(isolated_home, _model(isolated_home), FOLDER)
     assert not folder.exists()  # indexing does not make it: only users of such queries pay its disk
     argv = ["query", "--image", str(_new_picture(tmp_path)), "--json", "-n", "8"]
-    first, loaded = _run(argv, {})
+    first, loaded = output_and_modules(argv, {})
     assert loaded >= TORCH and (folder / DATA_FILE).exists()  # torch answered, and made the export
-    second, loaded = _run(argv, {})
+    second, loaded = output_and_modules(argv, {})
     assert not TORCH & loaded and "onnxruntime" in loaded
     first_results, second_results = ([json.loads(line) for line in out] for out in (first, second))
     assert [r["path"] for r in second_results] == [r["path"] for r in first_results]
@@ -78,15 +77,15 @@ def test_a_damaged_or_switched_off_image_export_falls_back_to_torch(
     assert cli("index", photos).exit_code == 0
     folder = export_folder(isolated_home, _model(isolated_home), FOLDER)
     argv = ["query", "--image", str(_new_picture(tmp_path)), "--json", "-n", "3"]
-    made, _ = _run(argv, {})
+    made, _ = output_and_modules(argv, {})
     assert folder.exists()
-    off, loaded = _run(argv, {"IMGSEARCH_IMAGE_EXPORT": "0"})
+    off, loaded = output_and_modules(argv, {"IMGSEARCH_IMAGE_EXPORT": "0"})
     assert loaded >= TORCH and off == made
     with open(folder / DATA_FILE, "r+b") as data:
         data.truncate(100)  # a torn file: its size is not the recorded one
-    damaged, loaded = _run(argv, {})
+    damaged, loaded = output_and_modules(argv, {})
     assert loaded >= TORCH and damaged == made
-    repaired, loaded = _run(argv, {})  # the torch path made it again
+    repaired, loaded = output_and_modules(argv, {})  # the torch path made it again
     assert not TORCH & loaded
     assert [json.loads(x)["path"] for x in repaired] == [json.loads(x)["path"] for x in made]
 

@@ -6,13 +6,14 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 from PIL import Image
 
 from imgsearch import Library
+from tests import index_db
 from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
+from tests.images import png_bomb
 
 
 def summary(output: str) -> dict[str, int]:
@@ -28,8 +29,7 @@ def summary(output: str) -> dict[str, int]:
 
 
 def indexed_paths(home: Path) -> set[str]:
-    with sqlite3.connect(home / "index.db") as db:
-        return {os.fsdecode(p) for (p,) in db.execute("SELECT path FROM images")}
+    return {os.fsdecode(p) for p in index_db.images(home)}
 
 
 def files_on_disk(folder: Path) -> set[str]:
@@ -212,9 +212,6 @@ def test_unplugged_folder_keeps_its_images(cli, photos, tmp_path, isolated_home)
 
 def _odd_and_broken_files(folder: Path) -> tuple[set[str], set[str]]:
     """A folder of images in awkward modes (good) and of broken files (bad); returns (good, bad) names."""
-    import struct
-    import zlib
-
     import numpy as np
 
     folder.mkdir()
@@ -242,15 +239,7 @@ def _odd_and_broken_files(folder: Path) -> tuple[set[str], set[str]]:
     (folder / "zero.png").write_bytes(b"")
     (folder / "random.webp").write_bytes(rng.bytes(3000))
     (folder / "notes.jpg").write_text("this is a text file\n")
-
-    def png_chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # claims 10 gigapixels
-    bomb = (
-        png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
-    )
-    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bomb)
+    (folder / "bomb.png").write_bytes(png_bomb())  # claims 10 gigapixels
     bad = {p.name for p in folder.iterdir()} - good
     return good, bad
 
@@ -280,19 +269,12 @@ def test_nested_folders_are_one_root(cli, photos, isolated_home):
     assert roots == [str(photos)]
 
 
-def test_a_folder_that_cannot_be_listed_keeps_its_images(cli, photos, isolated_home, monkeypatch):
+def test_a_folder_that_cannot_be_listed_keeps_its_images(cli, photos, isolated_home, refuse_listing):
     sub = photos / "locked"
     sub.mkdir()
     shutil.move(photos / "cat-chelsea.jpg", sub / "cat.jpg")
     assert cli("index", photos).exit_code == 0
-    real_scandir = os.scandir
-
-    def scandir(path):  # chmod 0 does not stop root, so refuse the way the kernel would
-        if os.fsencode(path) == os.fsencode(sub):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(sub)
     result = cli("index", photos)
     assert f"cannot read {sub}" in result.output and "Permission denied" in result.output
     assert summary(result.output)["removed"] == 0

@@ -77,8 +77,7 @@ def test_unknown_model_or_tag_is_a_usage_error(cli, photos):
     assert cli("index", "--model", "NoSuchNet:tag", photos, model=False).exit_code == 2
 
 
-def test_an_index_refuses_a_different_model_and_names_the_fix(cli, photos, tiny_model_dir, tmp_path):
-    assert cli("index", photos).exit_code == 0
+def test_an_index_refuses_a_different_model_and_names_the_fix(cli, indexed, tiny_model_dir, tmp_path):
     other = shutil.copytree(tiny_model_dir, tmp_path / "other-model")
     result = cli("query", "--model", f"local-dir:{other}", "cat", model=False)
     assert result.exit_code == 1

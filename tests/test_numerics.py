@@ -12,7 +12,7 @@ import pytest
 
 from imgsearch import Library
 from imgsearch.model.encoder import Encoder, Runtime, choose_runtime
-from imgsearch.model.numerics import bf16_in_flags, cpu_flags, cpu_computes_bf16, index_precision
+from imgsearch.model.numerics import bf16_in_flags, cpu_computes_bf16, cpu_flags, index_precision
 from imgsearch.model.specs import parse_model_spec
 
 ZEN3 = "fpu sse sse2 avx avx2 fma f16c bmi2"

@@ -9,11 +9,8 @@ extra. The tiny model is real (no stand-in encoder); hypothesis runs derandomize
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -21,12 +18,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from imgsearch import Library
 from imgsearch.index.decode import decode_file
 from imgsearch.model.encoder import Encoder
 from imgsearch.model.specs import parse_model_spec
+from tests import index_db
+from tests.images import noise_jpeg
 
 PATHS = ["a.jpg", "b.jpg", "sub/c.jpg", "sub/deep/d.jpg"]
 BAD = b"this is not an image, whatever its name says"
@@ -37,11 +35,9 @@ def _contents() -> list[bytes]:
     out: list[bytes] = []
     seed = 0
     while len(out) < 4:
-        pixels = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).resize((48, 48)).save(buffer, "JPEG", quality=80)
-        if all(len(buffer.getvalue()) != len(c) for c in out):
-            out.append(buffer.getvalue())
+        data = noise_jpeg(seed, blocks=6, size=48, quality=80)
+        if all(len(data) != len(c) for c in out):
+            out.append(data)
         seed += 1
     return [*out, BAD]
 
@@ -108,14 +104,13 @@ def apply(folder: Path, op: tuple) -> None:
 
 def check_equal(folder: Path, home: Path, fresh: dict[bytes, np.ndarray]) -> None:
     disk = {os.fsencode(p): p.read_bytes() for p in folder.rglob("*.jpg")}
-    with contextlib.closing(sqlite3.connect(home / "index.db")) as db:
-        images = {p: (h, v) for p, h, v in db.execute("SELECT path, content_hash, vector FROM images")}
-        failures = {p for (p,) in db.execute("SELECT path FROM failures")}
+    images = index_db.images(home, "content_hash", "vector")
+    failures = set(index_db.failures(home))
     assert set(images) == {p for p, data in disk.items() if data != BAD}
     assert failures == {p for p, data in disk.items() if data == BAD}
     for p, (content_hash, vector) in images.items():
-        assert content_hash == hashlib.blake2b(disk[p], digest_size=16).digest(), p
-        assert np.allclose(np.frombuffer(vector, dtype=np.float32), fresh[disk[p]], atol=1e-4), p
+        assert content_hash == index_db.content_hash(disk[p]), p
+        assert np.allclose(vector, fresh[disk[p]], atol=1e-4), p
 
 
 @settings(

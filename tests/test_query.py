@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from imgsearch import Library
+from tests import index_db
 from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
 
 
@@ -44,12 +44,12 @@ def test_paths_and_nul_output_for_pipes(cli, indexed):
     assert raw.endswith(b"\0") and raw.split(b"\0")[:-1] == [p.encode() for p in paths]
 
 
-def test_in_limits_results_to_a_folder(cli, indexed):
-    sub = indexed / "animals"
+def test_in_limits_results_to_a_folder(cli, indexed_private):
+    sub = indexed_private / "animals"
     sub.mkdir()
     for name in ("cat-chelsea.jpg", "raccoon.jpg", "ladybird.jpg"):
-        shutil.move(indexed / name, sub / name)
-    assert cli("index", indexed).exit_code == 0
+        shutil.move(indexed_private / name, sub / name)
+    assert cli("index", indexed_private).exit_code == 0
     result = cli("query", "an animal", "--in", sub, "--paths", "-n", "10")
     assert sorted(result.output.splitlines()) == sorted(str(p) for p in sub.iterdir())
 
@@ -82,14 +82,10 @@ def test_a_new_image_outside_the_index_is_encoded_for_the_query(cli, indexed, tm
     assert first["score"] >= 0.95
 
 
-def test_faiss_results_equal_a_brute_force_ranking(tiny_model, indexed, isolated_home):
-    library = Library(isolated_home, device="cpu")
+def test_faiss_results_equal_a_brute_force_ranking(tiny_model, indexed, sample_index):
+    library = Library(sample_index.home, device="cpu")
     query = library.encoder().embed_texts(["a bowl of fruit"])[0]
-    import sqlite3
-
-    with sqlite3.connect(isolated_home / "index.db") as db:
-        rows = db.execute("SELECT path, vector FROM images").fetchall()
-    scores = {p.decode(): float(np.frombuffer(v, dtype=np.float32) @ query) for p, v in rows}
+    scores = {p.decode(): float(v @ query) for p, v in index_db.vectors(sample_index.home).items()}
     expected = sorted(scores, key=lambda p: -scores[p])[:10]
     got = library.search("a bowl of fruit", top=10)
     assert [m.path for m in got] == expected
@@ -133,17 +129,19 @@ def test_real_subprocess_index_and_query(tiny_model, photos, isolated_home):
     assert info["images"] == SAMPLE_COUNT and info["model"] == tiny_model and info["dim"] == 32
 
 
-def test_a_long_lived_library_reuses_its_vectors_until_the_index_changes(tiny_model, indexed, isolated_home):
+def test_a_long_lived_library_reuses_its_vectors_until_the_index_changes(
+    tiny_model, indexed_private, isolated_home
+):
     library = Library(isolated_home, device="cpu")
     library.search("a tree", top=3)
     first = library.reader._vectors
     library.search("a car", top=3)
     assert library.reader._vectors is first  # nothing changed: nothing reloaded
-    shutil.copy(indexed / "fig-in-bowl.jpg", indexed / "fig-copy.jpg")
+    shutil.copy(indexed_private / "fig-in-bowl.jpg", indexed_private / "fig-copy.jpg")
     Library(isolated_home, device="cpu").index()  # another writer adds an image
     found = library.search("a fig", top=SAMPLE_COUNT + 1)
     assert library.reader._vectors is not first
-    assert str(indexed / "fig-copy.jpg") in {m.path for m in found}
+    assert str(indexed_private / "fig-copy.jpg") in {m.path for m in found}
 
 
 def test_every_query_option_parses_runs_and_prints_well_formed_results(cli, indexed):

@@ -23,8 +23,8 @@ from imgsearch.library import Library
 from imgsearch.serve.app import create_app
 from imgsearch.serve.info import INFO_FILE, read_info
 from imgsearch.serve.thumbnails import FOLDER
+from tests.cli_process import output_and_modules
 from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
-from tests.test_cli import _modules_after
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +163,10 @@ def test_wire_round_trip():
         ({"terms": [{"value": "x"}], "sort": "size"}, "sort"),
         ({"terms": [{"value": "x"}], "colour": "red"}, "colour"),
         ({"terms": [{"value": "x"}], "filters": {"formats": ["psd"]}}, "psd"),
+        ({"terms": [{"value": "x"}], "filters": {"formats": ["Jpg"]}}, "Jpg"),  # jpg or JPG, as the spec says
+        ({"terms": [{"value": "x"}], "top": "10"}, "top"),  # a string is not a number
+        ({"terms": [{"value": "x"}], "offset": 10_001}, "offset"),
+        ({"terms": [{"value": "x"}], "filters": {"min_width": 2**31}}, "min_width"),
         ({"terms": [{"kind": "image", "value": "/no/such/file.jpg"}]}, "no such image file"),
         ({"terms": [{"value": "x", "weight": 1}, {"value": "x", "weight": -1}]}, "cancel"),
     ],
@@ -179,7 +183,32 @@ def test_bad_json_and_bad_parameters_are_400(client):
     _error(client.get("/api/search", params={"q": "x", "top": "many"}), 400)
     _error(client.get("/api/search", params={"q": "x", "top": 0}), 400)
     _error(client.get("/api/images/1/thumbnail", params={"size": 300}), 400)
+    _error(client.get("/api/search", params={"q": "x", "offset": 10_001}), 400)
     assert _error(client.get("/api/nothing-here"), 404)
+
+
+def test_limits_stand_alone_as_the_spec_states_them(client):
+    """top and offset have a maximum each (OpenAPI cannot state one on their sum); 3.0 is an integer."""
+    assert client.get("/api/search", params={"q": "x", "top": 10_000, "offset": 10_000}).status_code == 200
+    body = {"terms": [{"value": "x"}], "top": 3.0, "offset": 10_000.0, "filters": {"min_width": 2.0}}
+    assert client.post("/api/query", json=body).json() == {"results": []}
+    spec = client.get("/api/openapi.json").json()
+    query = spec["components"]["schemas"]["QueryIn"]["properties"]
+    assert (query["top"]["maximum"], query["offset"]["maximum"]) == (10_000, 10_000)
+    assert "422" not in json.dumps(spec["paths"])  # an invalid request is a 400, and the spec says so
+
+
+def test_the_spec_patterns_say_what_the_server_refuses():
+    """A text is refused when str.strip() leaves nothing: the spec's patterns name exactly those strings."""
+    import re
+
+    from imgsearch.search.query import split_weight
+    from imgsearch.serve.wire import NOT_BLANK, WEIGHTED_TEXT
+
+    not_blank = re.compile(NOT_BLANK)
+    assert all(bool(not_blank.search(c)) != c.isspace() for c in map(chr, range(sys.maxunicode + 1)))
+    for text in ("cat", "2:cat", "2:", " 2: x", "-0.5:\u3000x", "2: ", "2:\n", " ", "", "+1.5:\t", "x: "):
+        assert bool(re.search(WEIGHTED_TEXT, text)) == bool(split_weight(text)[1].strip()), repr(text)
 
 
 # -- similar, duplicates, status, the spec ------------------------------------------------------------------
@@ -188,6 +217,36 @@ def test_similar_leaves_the_image_out(client):
     results = client.get(f"/api/similar/{ids['cat-chelsea.jpg']}", params={"top": 5}).json()["results"]
     assert len(results) == 5 and ids["cat-chelsea.jpg"] not in {r["id"] for r in results}
     assert "no indexed image" in _error(client.get("/api/similar/999999"), 404)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/similar/-92192008920675871883264",
+        "/api/similar/9223372036854775808",
+        "/api/images/-92192008920675871883264/file",
+        "/api/images/92192008920675871883264/thumbnail",
+    ],
+)
+def test_an_id_beyond_64_bits_is_no_image(client, url):
+    """SQLite holds signed 64-bit ids: a larger one names no image, and is a 404, not an OverflowError."""
+    assert "no indexed image" in _error(client.get(url), 404)
+
+
+def test_an_unexpected_error_is_a_500_and_its_traceback_is_logged(library, monkeypatch, caplog):
+    """The message says what broke; the log says where."""
+
+    def broken() -> None:
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(library, "status", broken)
+    client = TestClient(create_app(library), raise_server_exceptions=False)
+    with caplog.at_level("ERROR", logger="imgsearch"):
+        message = _error(client.get("/api/status"), 500)
+    assert message == "internal error: RuntimeError: the disk caught fire"
+    [record] = [r for r in caplog.records if r.name == "imgsearch"]
+    assert record.levelname == "ERROR" and "GET /api/status" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
 def test_duplicates_finds_a_copy(small, isolated_home, library):
@@ -418,7 +477,7 @@ def test_an_index_update_by_another_process_shows_without_restart(small, isolate
 # -- the command ---------------------------------------------------------------------------------------------
 def test_help_does_not_import_the_web_framework():
     for argv in (["--help"], ["serve", "--help"]):
-        loaded = _modules_after(argv)
+        _, loaded = output_and_modules(argv)
         assert not {"fastapi", "uvicorn", "starlette", "torch"} & loaded, argv
 
 
@@ -526,6 +585,10 @@ def test_an_upload_takes_the_page_filters_and_sort(client):
     assert "JSON object" in _error(_upload(client, data, query="[1]"), 400)
     assert "must be a list" in _error(_upload(client, data, query='{"terms": "dog"}'), 400)
     assert "filters" in _error(_upload(client, data, query='{"filters": {"colour": "red"}}'), 400)
+    assert "form fields" in _error(_upload(client, data, top=3, query='{"top": 50}'), 400)
+    spec = client.get("/api/openapi.json").json()
+    form = spec["paths"]["/api/search/image"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["encoding"] == {"query": {"contentType": "application/json"}}  # an object, sent as JSON
 
 
 def fnmatch_name(path: str, pattern: str) -> bool:

@@ -12,6 +12,7 @@ from imgsearch.errors import IndexWriteError, SchemaTooNew
 from imgsearch.store import vectors as vectors_module
 from imgsearch.store.catalog import SCHEMA_HEAD, Catalog, migrations_dir
 from imgsearch.store.vectors import VectorIndex, vectors_file
+from tests import index_db
 
 
 def test_schema_head_constant_matches_the_alembic_scripts():
@@ -56,15 +57,11 @@ def _saved_file(home):
 
 
 def test_the_faiss_file_matches_the_database_after_indexing(indexed_library, isolated_home):
-    catalog = Catalog.open(isolated_home / "index.db")
-    try:
+    with index_db.catalog(isolated_home) as catalog:
         assert _saved_file(isolated_home) == vectors_file(isolated_home, catalog.vectors_version())
         loaded = VectorIndex.load_or_rebuild(catalog, isolated_home, 32)
         assert len(loaded) == catalog.count()
-    finally:
-        catalog.close()
-    with sqlite3.connect(isolated_home / "index.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert index_db.integrity(isolated_home) == "ok"
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "stale"])
@@ -76,9 +73,8 @@ def test_a_missing_damaged_or_stale_faiss_file_is_rebuilt_from_sqlite(indexed_li
     elif damage == "truncate":
         saved.write_bytes(saved.read_bytes()[:100])
     else:  # a file that claims the current version but holds fewer vectors
-        catalog = Catalog.open(isolated_home / "index.db")
-        version, ids, vecs = catalog.all_vectors(32)
-        catalog.close()
+        with index_db.catalog(isolated_home) as catalog:
+            version, ids, vecs = catalog.all_vectors(32)
         VectorIndex.build(32, ids[:-3], vecs[:-3], version).save(isolated_home)
     assert [m.path for m in Library(isolated_home, device="cpu").search("a boat", top=5)] == expected
     assert _saved_file(isolated_home).stat().st_size > 1000  # the rebuilt index was saved again
@@ -88,9 +84,8 @@ def test_a_failed_faiss_write_leaves_the_previous_file_and_no_temp(
     indexed_library, isolated_home, monkeypatch
 ):
     before = _saved_file(isolated_home).read_bytes()
-    catalog = Catalog.open(isolated_home / "index.db")
-    version, ids, vecs = catalog.all_vectors(32)
-    catalog.close()
+    with index_db.catalog(isolated_home) as catalog:
+        version, ids, vecs = catalog.all_vectors(32)
 
     def disk_full(index, path):
         with open(path, "wb") as f:

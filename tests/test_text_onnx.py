@@ -4,9 +4,6 @@ query that answers through it without importing torch, falling back to torch whe
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from imgsearch.model.export import ensure_text_export, export_text, tokenizer_co
 from imgsearch.model.onnx_text import DATA_FILE, META_FILE, MODEL_FILE, OnnxText, export_folder
 from imgsearch.model.specs import parse_model_spec
 from imgsearch.model.tokenizer import ClipTokenizer, open_clip_vocab, read_merges
+from tests.cli_process import output_and_modules
 
 TEXTS = [
     "",
@@ -47,9 +45,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture
-def export_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMGSEARCH_TEXT_EXPORT", "1")  # conftest turns it off for the other tests
+EXPORT_SWITCH = "IMGSEARCH_TEXT_EXPORT"  # what conftest's export_on turns back on for these tests
 
 
 @pytest.mark.parametrize("clean", ["lower", "whitespace", "canonicalize"])
@@ -75,25 +71,14 @@ def test_export_of_the_tiny_model_gives_the_torch_vectors(torch_encoder, tmp_pat
     assert not list(tmp_path.glob(".*"))  # the temporary folder is gone
 
 
-def _run(argv: list[str], env: dict[str, str]) -> tuple[list[str], set[str]]:
-    """`imgsearch ARGV` in a new process: its output lines and the modules it imported."""
-    code = (
-        "import json, sys\nfrom imgsearch.cli import main\n"
-        f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    env = {**os.environ, **env}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    lines = done.stdout.splitlines()
-    return lines[:-1], set(json.loads(lines[-1]))
-
-
-def _query(argv: list[str], env: dict[str, str]) -> tuple[list[dict], set[str]]:
-    lines, loaded = _run(argv, env)
+def _query(argv: list[str], env: dict[str, str]) -> tuple[list[dict], frozenset[str]]:
+    lines, loaded = output_and_modules(argv, env)
     return [json.loads(line) for line in lines], loaded
 
 
-def test_a_cold_query_after_index_skips_torch_and_ranks_as_torch_does(cli, photos, export_on, isolated_home):
+def test_a_cold_query_after_index_skips_torch_and_ranks_as_torch_does(
+    cli, photos, export_on, isolated_home, auto_numerics
+):
     assert cli("index", photos).exit_code == 0  # the writer has the model loaded: it makes the export
     argv = ["query", "a cat on a sofa", "--not", "people", "--json", "-n", "8"]
     fast, loaded = _query(argv, {})
@@ -106,13 +91,15 @@ def test_a_cold_query_after_index_skips_torch_and_ranks_as_torch_does(cli, photo
 
 
 @pytest.mark.parametrize("damage", ["data file missing", "same size, garbage", "meta.json cut short"])
-def test_a_damaged_export_falls_back_to_torch_and_is_replaced(cli, photos, export_on, isolated_home, damage):
+def test_a_damaged_export_falls_back_to_torch_and_is_replaced(
+    cli, photos, export_on, isolated_home, damage, auto_numerics
+):
     assert cli("index", photos).exit_code == 0
     lib = Library()
     spec = lib.model_spec()
     folder = export_folder(isolated_home, spec.id)
     expected = lib.search("a red apple", top=5)
-    assert lib._encoder is None  # answered by the export
+    assert lib.runtime._held(spec) is None  # answered by the export
     if damage == "data file missing":
         (folder / DATA_FILE).unlink()
     elif damage == "same size, garbage":
@@ -124,29 +111,32 @@ def test_a_damaged_export_falls_back_to_torch_and_is_replaced(cli, photos, expor
     assert OnnxText.open(isolated_home, spec) is None
     lib = Library()
     again = lib.search("a red apple", top=5)
-    assert lib._encoder is not None  # the torch path answered...
+    assert lib.runtime._held(spec) is not None  # the torch path answered...
     assert [m.path for m in again] == [m.path for m in expected]
     assert np.allclose([m.score for m in again], [m.score for m in expected], atol=1e-4)
     assert OnnxText.open(isolated_home, spec) is not None  # ...and made the export again
 
 
-def test_a_warm_library_answers_texts_from_a_prepacked_one_thread_export(cli, photos, export_on):
+def test_a_warm_library_answers_texts_from_a_prepacked_one_thread_export(
+    cli, photos, export_on, auto_numerics
+):
     """The server's Library (warm_up) holds the torch model on the CPU, yet texts go through the export,
     set up for many queries: one thread, weights prepacked; the vectors are torch's."""
     assert cli("index", photos).exit_code == 0
     lib = Library()
     lib.warm_up()
     spec = lib.model_spec()
-    assert lib._encoder is not None
-    onnx = lib._text_encoder(spec)
+    torch_encoder = lib.runtime._held(spec)
+    assert torch_encoder is not None
+    onnx = lib.runtime._text_encoder(spec)
     assert isinstance(onnx, OnnxText)
     options = onnx.session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.disable_prepacking") == "0"
     texts = ["a dog", "a red apple on a wooden table in the morning light", "word " * 100]
-    assert np.allclose(onnx.embed_texts(texts), lib._encoder.embed_texts(texts), atol=1e-5)
+    assert np.allclose(onnx.embed_texts(texts), torch_encoder.embed_texts(texts), atol=1e-5)
     for text in texts:  # each alone: the graph runs at 3, 13 and 77 tokens
-        assert np.allclose(onnx.embed_texts([text]), lib._encoder.embed_texts([text]), atol=1e-5)
+        assert np.allclose(onnx.embed_texts([text]), torch_encoder.embed_texts([text]), atol=1e-5)
     cold = OnnxText.open(lib.home, spec)
     assert cold is not None
     assert cold.session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
@@ -192,9 +182,9 @@ def test_replacing_local_weights_in_place_retires_the_export(tmp_path, isolated_
 def test_classify_labels_use_the_export_too(cli, photos, export_on):
     assert cli("index", photos).exit_code == 0
     argv = ["classify", "--labels", "a cat", "a dog", "a mountain", "food", "--csv"]
-    fast, loaded = _run(argv, {})
+    fast, loaded = output_and_modules(argv, {})
     assert "torch" not in loaded
-    slow, loaded = _run(argv, {"IMGSEARCH_TEXT_EXPORT": "0"})
+    slow, loaded = output_and_modules(argv, {"IMGSEARCH_TEXT_EXPORT": "0"})
     assert "torch" in loaded
     assert len(fast) > 2
     assert [line.split(",")[:2] for line in fast] == [line.split(",")[:2] for line in slow]  # path, label

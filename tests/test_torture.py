@@ -8,28 +8,27 @@ indexer's own phase events, so the moment is exact.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import io
 import os
 import shutil
-import sqlite3
 import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
 from imgsearch import Library
 from imgsearch.index.decode import decode_file, hash_file
 from imgsearch.index.events import IndexEvents
 from imgsearch.model.encoder import Encoder
+from tests import index_db
 from tests.conftest import REPO, SAMPLE_PHOTOS
+from tests.images import encode, png_bomb, require_avif, require_heif
 
 SAMPLES = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
 #: A bound on the index run's peak RSS: torch and the model take most of it; a decoded bomb would take 30 GB.
@@ -61,12 +60,6 @@ def reads_can_be_denied(tmp: Path) -> bool:
     return b"PermissionError" in run.stderr
 
 
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
 def ycck_jpeg(rgb: Image.Image) -> bytes:
     """A YCCK JPEG (Adobe transform 2, as Photoshop writes CMYK): Y, Cb, Cr of inverted C, M, Y; and K."""
     c = np.asarray(rgb.convert("CMYK")).astype(float)
@@ -78,16 +71,12 @@ def ycck_jpeg(rgb: Image.Image) -> bytes:
         c[..., 3],
     ]
     raw = Image.fromarray(np.stack(planes, -1).round().clip(0, 255).astype(np.uint8), "CMYK")
-    data = bytearray(encoded(raw, "JPEG", quality=95))
+    data = bytearray(encode(raw, "JPEG", quality=95))
     adobe = data.find(b"Adobe")
     assert adobe > 0 and data[adobe + 11] == 0
     data[adobe + 11] = 2  # the transform flag: these four channels are YCCK, not CMYK
     assert Image.open(io.BytesIO(bytes(data))).info["adobe_transform"] == 2
     return bytes(data)
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def build_corpus(
@@ -100,49 +89,43 @@ def build_corpus(
     bad: dict[str, bytes] = {}
     photo = Image.open(SAMPLES[0]).convert("RGB").resize((160, 120))
 
-    good["cmyk.jpg"] = encoded(photo.convert("CMYK"), "JPEG")
+    good["cmyk.jpg"] = encode(photo.convert("CMYK"), "JPEG")
     good["ycck.jpg"] = ycck_jpeg(photo)
-    good["grey16.png"] = encoded(Image.fromarray(rng.integers(0, 65535, (50, 70)).astype(np.uint16)), "PNG")
-    good["bilevel.png"] = encoded(photo.convert("1"), "PNG")
-    good["palette-alpha.png"] = encoded(photo.convert("P"), "PNG", transparency=0)
-    good["rgba.webp"] = encoded(photo.convert("RGBA"), "WEBP")
+    good["grey16.png"] = encode(Image.fromarray(rng.integers(0, 65535, (50, 70)).astype(np.uint16)), "PNG")
+    good["bilevel.png"] = encode(photo.convert("1"), "PNG")
+    good["palette-alpha.png"] = encode(photo.convert("P"), "PNG", transparency=0)
+    good["rgba.webp"] = encode(photo.convert("RGBA"), "WEBP")
     frames = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
-    good["animated.gif"] = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
-    good["animated.webp"] = encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    good["animated.gif"] = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    good["animated.webp"] = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
     upright = {}
     for orientation in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = orientation
         name = f"orientation-{orientation}.jpg"
-        good[name] = encoded(photo, "JPEG", exif=exif)
+        good[name] = encode(photo, "JPEG", exif=exif)
         upright[name] = (120, 160) if orientation >= 5 else (160, 120)
-    good["one-pixel.png"] = encoded(Image.new("RGB", (1, 1), "red"), "PNG")
-    good["one-pixel.jpg"] = encoded(Image.new("L", (1, 1), 200), "JPEG")
-    good["wide.png"] = encoded(Image.new("RGB", (20000, 10), "green"), "PNG")
-    good["png-named.jpg"] = encoded(photo, "PNG")
-    with contextlib.suppress(ImportError):
-        import pillow_heif  # noqa: F401 - registers HEIF with Pillow
-
-        good["phone.heic"] = encoded(photo, "HEIF")
-    if features.check("avif"):
-        good["photo.avif"] = encoded(photo, "AVIF")
+    good["one-pixel.png"] = encode(Image.new("RGB", (1, 1), "red"), "PNG")
+    good["one-pixel.jpg"] = encode(Image.new("L", (1, 1), 200), "JPEG")
+    good["wide.png"] = encode(Image.new("RGB", (20000, 10), "green"), "PNG")
+    good["png-named.jpg"] = encode(photo, "PNG")
+    require_heif()  # the corpus never leaves a format out: a missing codec fails the test
+    good["phone.heic"] = encode(photo, "HEIF")
+    require_avif()
+    good["photo.avif"] = encode(photo, "AVIF")
     good["with space.jpg"] = SAMPLES[1].read_bytes()
     good["new\nline.jpg"] = SAMPLES[2].read_bytes()
     good["emoji \N{CAMERA}.jpg"] = SAMPLES[3].read_bytes()
     good["folder.jpg/inside.jpg"] = SAMPLES[4].read_bytes()  # a folder named like an image
 
-    jpeg, png, webp = (encoded(photo, fmt) for fmt in ("JPEG", "PNG", "WEBP"))
+    jpeg, png, webp = (encode(photo, fmt) for fmt in ("JPEG", "PNG", "WEBP"))
     for fraction in (10, 50, 90):
         for name, data in (("jpg", jpeg), ("png", png), ("webp", webp)):
             bad[f"truncated-{fraction}.{name}"] = data[: len(data) * fraction // 100]
     bad["zero.png"] = b""
     bad["random.jpg"] = rng.bytes(3000)
     bad["notes.jpg"] = b"shopping list: milk, eggs\n" * 20
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # claims 10 gigapixels
-    bomb = (
-        png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
-    )
-    bad["bomb.png"] = b"\x89PNG\r\n\x1a\n" + bomb
+    bad["bomb.png"] = png_bomb()  # claims 10 gigapixels
     mp4 = struct.pack(">I", 24) + b"ftypisom\x00\x00\x02\x00isomiso2" + struct.pack(">I", 8) + b"free"
     bad["video.jpg"] = mp4 + struct.pack(">I", 4008) + b"mdat" + rng.bytes(4000)
     avi = b"RIFF" + struct.pack("<I", 4100) + b"AVI LIST" + rng.bytes(4092)
@@ -194,13 +177,6 @@ def index_subprocess(folder: Path, home: Path, model: str) -> tuple[int, str, in
     return process.returncode, output.decode("utf-8", "replace"), usage.ru_maxrss // 1024
 
 
-def table(home: Path, name: str) -> dict[bytes, tuple]:
-    with contextlib.closing(sqlite3.connect(home / "index.db")) as db:
-        if name == "images":
-            return {r[0]: r[1:] for r in db.execute("SELECT path, width, height, format FROM images")}
-        return {r[0]: r[1:] for r in db.execute("SELECT path, reason FROM failures")}
-
-
 def skipped_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("skipped ")]
 
@@ -214,7 +190,8 @@ def test_torture_corpus(tiny_model, tmp_path, isolated_home):
     print(f"torture corpus: {len(good)} good, {len(bad)} bad files; peak RSS {peak_mb} MB")
     assert code == 0, output
     assert peak_mb < PEAK_RSS_LIMIT_MB
-    images, failures = table(isolated_home, "images"), table(isolated_home, "failures")
+    images = index_db.images(isolated_home, "width", "height", "format")
+    failures = index_db.failures(isolated_home)
     assert set(images) == good
     assert set(failures) == bad
     for path, size in upright.items():
@@ -225,7 +202,7 @@ def test_torture_corpus(tiny_model, tmp_path, isolated_home):
     for path in bad:
         shown = path.decode().replace("\n", "\\n")
         assert sum(line.startswith(f"skipped {shown}: ") for line in lines) == 1, shown
-    reason = {os.path.basename(p).decode(): r for p, (r,) in failures.items()}
+    reason = {os.path.basename(p).decode(): r for p, r in failures.items()}
     assert reason["zero.png"] == "empty file"
     assert "pixels" in reason["bomb.png"]
     assert reason["video.jpg"].startswith("not an image") and reason["movie.png"].startswith("not an image")
@@ -241,7 +218,7 @@ def test_torture_corpus(tiny_model, tmp_path, isolated_home):
     assert not skipped_lines(output)
     assert f"{len(bad) - 1} known bad files skipped" in output
     assert "1 copied" in output and "0 failed" in output
-    assert set(table(isolated_home, "images")) == good | {os.fsencode(folder / "truncated-50.jpg")}
+    assert set(index_db.images(isolated_home)) == good | {os.fsencode(folder / "truncated-50.jpg")}
 
 
 class AtPhase(IndexEvents):
@@ -260,9 +237,7 @@ class AtPhase(IndexEvents):
 
 
 def stored(home: Path) -> dict[str, tuple[bytes, np.ndarray]]:
-    with contextlib.closing(sqlite3.connect(home / "index.db")) as db:
-        rows = db.execute("SELECT path, content_hash, vector FROM images")
-        return {os.fsdecode(p): (h, np.frombuffer(v, dtype=np.float32)) for p, h, v in rows}
+    return {os.fsdecode(p): row for p, row in index_db.images(home, "content_hash", "vector").items()}
 
 
 def fresh(encoder: Encoder, path: Path) -> np.ndarray:
@@ -301,12 +276,9 @@ def test_files_deleted_between_scan_and_decode_are_passed_over(tiny_model, tmp_p
 def exact_where_trusted(home: Path, encoder: Encoder) -> None:
     """Every row whose size and mtime match the file (what the next run trusts without reading it) holds that
     file's hash and its fresh vector."""
-    for path, (content_hash, vector) in stored(home).items():
+    for stored_path, row in index_db.images(home, "content_hash", "vector", "size", "mtime_ns").items():
+        path, (content_hash, vector, size, mtime_ns) = os.fsdecode(stored_path), row
         st = os.stat(path)
-        with contextlib.closing(sqlite3.connect(home / "index.db")) as db:
-            size, mtime_ns = db.execute(
-                "SELECT size, mtime_ns FROM images WHERE path = ?", (os.fsencode(path),)
-            ).fetchone()
         if (size, mtime_ns) == (st.st_size, st.st_mtime_ns):
             assert content_hash == hash_file(path)[0], path
             assert np.allclose(vector, fresh(encoder, Path(path)), atol=1e-4), path

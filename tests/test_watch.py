@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,23 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import index_db
 from tests.cli_process import processes_where
 from tests.conftest import REPO, SAMPLE_PHOTOS
+from tests.images import add_photos
 
 SAMPLES = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
 BURST = int(os.environ.get("IMGSEARCH_TEST_BURST", "40"))  # 200 for the issue's "done when" check
-
-
-def add_photos(folder: Path, count: int, tag: str) -> list[Path]:
-    """`count` images with distinct content (a sample photo plus a unique tail the decoder ignores), so
-    each one is really decoded and encoded rather than reused as a copy."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(count):
-        target = folder / f"{tag}-{i:03d}.jpg"
-        target.write_bytes(SAMPLES[i % len(SAMPLES)].read_bytes() + f"\n{tag}-{i}".encode())
-        out.append(target)
-    return out
 
 
 def on_disk(folder: Path) -> list[str]:
@@ -44,8 +33,7 @@ def on_disk(folder: Path) -> list[str]:
 
 
 def indexed(home: Path) -> dict[str, int]:
-    with sqlite3.connect(home / "index.db") as db:
-        return {os.fsdecode(p): i for p, i in db.execute("SELECT path, id FROM images")}
+    return {os.fsdecode(p): i for p, (i,) in index_db.images(home, "id").items()}
 
 
 class WatchProcess:
@@ -243,9 +231,8 @@ def test_after_sigkill_mid_burst_a_restart_catches_up_exactly(cli, tmp_path, iso
 
     restarted = start_watch(folder)
     wait_until_index_matches(cli, folder, restarted, timeout=60)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        paths = [os.fsdecode(p) for (p,) in conn.execute("SELECT path FROM images")]
+    assert index_db.integrity(isolated_home) == "ok"
+    paths = [os.fsdecode(p) for p in index_db.images(isolated_home)]
     assert sorted(paths) == on_disk(folder) and len(paths) == 63
     restarted.proc.send_signal(signal.SIGINT)
     assert restarted.proc.wait(timeout=30) == 0, restarted.text()

@@ -123,7 +123,7 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
     top, min_score, sort = options.pop("top"), options.pop("min_score"), options.pop("sort")
     preview, use_server = options.pop("preview"), not options.pop("no_server")
     matches = None
-    if use_server and options["device"] == "auto" and options["precision"] == "auto":
+    if use_server:  # query vectors are fp32 on every path, so a server gives this process's answer
         matches = _via_server(terms, top, filters, min_score, sort, options["home"], options["model"])
     if matches is None:
         matches = open_library(**options).query(terms, top, filters, min_score, sort)

@@ -111,9 +111,14 @@ def _ensure(
     try:
         export(encoder, folder)
     except OSError as e:  # a read-only home or a full disk: try again another time
-        _log.debug("cannot write the export to %s: %s", folder, e)
+        _log.warning("cannot write the ONNX export to %s (%s); cold queries keep loading torch", folder, e)
     except Exception as e:  # a model the exporter cannot handle; recorded so it is not tried every query
-        _log.debug("export of %s to %s failed: %s: %s", encoder.spec.id, folder, type(e).__name__, e)
+        _log.warning(
+            "the ONNX export of %s failed (%s: %s); cold queries keep loading torch",
+            encoder.spec.id,
+            type(e).__name__,
+            e,
+        )
         with contextlib.suppress(OSError):
             _write_meta_only(folder, encoder, f"export failed: {type(e).__name__}: {e}"[:500], format)
 

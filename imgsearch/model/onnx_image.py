@@ -66,7 +66,12 @@ class OnnxImage:
             check_sizes(folder, meta, FILES)
             return cls(open_session(folder / MODEL_FILE), meta)
         except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
-            _log.debug("image export in %s is unusable: %s: %s", folder, type(e).__name__, e)
+            _log.warning(
+                "the ONNX image export in %s cannot be used (%s: %s); torch answers and makes it again",
+                folder,
+                type(e).__name__,
+                e,
+            )
             return None
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

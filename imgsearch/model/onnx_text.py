@@ -160,7 +160,12 @@ class OnnxText:
             tokenizer = ClipTokenizer(read_merges(folder / MERGES_FILE), tok["context_length"], tok["clean"])
             return cls(open_session(folder / MODEL_FILE, warm), tokenizer, meta)
         except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
-            _log.debug("text export in %s is unusable: %s: %s", folder, type(e).__name__, e)
+            _log.warning(
+                "the ONNX text export in %s cannot be used (%s: %s); torch answers and makes it again",
+                folder,
+                type(e).__name__,
+                e,
+            )
             return None
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -3,6 +3,10 @@
 Files are served only by catalog id, never by a path from the client, and only while the file still is the
 one indexed, inside an indexed folder once symlinks are resolved. Every request needs the token when one is
 set. Library calls take one lock: the Library is not thread-safe, and queries are short.
+
+A request the server refuses is a 4xx with {"error": ...}, never a 500. The OpenAPI spec (/api/openapi.json)
+states each rule that a JSON schema can state, the descriptions state the others, and a schema-driven fuzzer
+(tests/test_serve_fuzz.py) holds the server to it. A 500 is a bug: its traceback goes to the "imgsearch" log.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import logging
 import os
 import secrets
 import stat
@@ -18,14 +23,14 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -42,15 +47,28 @@ from ..errors import (
 )
 from ..index.scan import under
 from ..library import Library
+from ..search.duplicates import DEFAULT_THRESHOLD
 from ..search.query import Term, split_weight
 from ..store.catalog import Catalog, ImageRow
 from .thumbnails import SIZES, ChangedOnDisk, thumbnail
-from .wire import MAX_RESULTS, query_from_json, results_to_json
+from .wire import (
+    FORMAT_CHOICES,
+    MAX_OFFSET,
+    MAX_PIXELS,
+    MAX_RESULTS,
+    NOT_BLANK,
+    WEIGHTED_TEXT,
+    query_from_json,
+    results_to_json,
+)
 from .wire import Query as WireQuery
 
 #: Largest request body (an uploaded example image); larger ones get 413 before they are read in full.
 MAX_UPLOAD = 50 * 1024 * 1024
 STATIC = resources.files("imgsearch.serve") / "static"
+#: Image ids are SQLite rowids: signed 64-bit integers. Any other integer names no image (404).
+ID_RANGE = (-(2**63), 2**63 - 1)
+_log = logging.getLogger("imgsearch")
 _UNAVAILABLE = (IndexNotFound, IndexBusy, ModelMismatch, ModelUnavailable, SchemaTooNew, IndexReadOnly)
 _MEDIA_TYPES = {
     "JPEG": "image/jpeg",
@@ -66,33 +84,86 @@ _MEDIA_TYPES = {
 
 
 # -- request and response shapes (they make the OpenAPI spec; imgsearch.serve.wire does the checking) ---
-class TermIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["text", "image"] = "text"
-    value: str = Field(description="The text, or the path of an image file the server can read.")
-    weight: float = Field(1.0, description="How much the term counts; negative pushes results away.")
+# A limit that wire checks is stated here with json_schema_extra (the error then is wire's, in its words);
+# one that pydantic checks (ge, le, min_length) is the same rule in both places. Request bodies are strict:
+# "10" is not a number nor true a weight, as the spec says.
+_WEIGHT = "How much the term counts; negative pushes results away."
+_TOP = f"How many results (at most {MAX_RESULTS})."
+_OFFSET = f"Results to skip, for paging (at most {MAX_OFFSET})."
+
+
+def _integral(value: object) -> object:
+    """An integer as JSON Schema reads one: 3 or 3.0 (a strict model still refuses "3" and true)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+_Integer = Annotated[int, BeforeValidator(_integral)]
+#: A pixel count of a filter; the bounds come first, so that the spec states them.
+_Pixels = Annotated[int, Field(ge=1, le=MAX_PIXELS), BeforeValidator(_integral)]
+_Format = Annotated[str, Field(json_schema_extra={"enum": list(FORMAT_CHOICES)})]
+#: A label of the `labels` filter: a blank one is always refused (one in label_set only with `labels`).
+_Label = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK})]
+_LABELS = (
+    "With `labels`: the labels of both lists together are at least two, none blank, none given twice (case "
+    "and runs of spaces do not count)."
+)
+_CANCEL = "Terms that cancel each other out (a weight of 0, the same text pulled and pushed) are a 400."
+#: A `q` or `not` of GET /api/search: [W:]TEXT, TEXT not only spaces (Term.text checks it).
+_SearchText = Annotated[str, Field(json_schema_extra={"pattern": WEIGHTED_TEXT})]
+_UPLOAD_QUERY = (
+    "Optional JSON object as POST /api/query takes it, without top and offset (filters, min_score, sort, "
+    "more terms); the upload joins its terms as an image term of weight 1."
+)
+
+
+class TextTermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["text"] = "text"
+    value: str = Field(description="The text: not only spaces.", json_schema_extra={"pattern": NOT_BLANK})
+    weight: float = Field(1.0, description=_WEIGHT)
+
+
+class ImageTermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["image"]
+    value: str = Field(
+        description="The path of an image file the server can read (else 400).",
+        json_schema_extra={"minLength": 1},
+    )
+    weight: float = Field(1.0, description=_WEIGHT)
 
 
 class FiltersIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     under: str | None = Field(None, description="Only files inside this folder.")
     glob: str | None = Field(None, description="fnmatch pattern on the full path ('*' crosses folders).")
     after: float | None = Field(None, description="Unix time, inclusive; date taken, else file mtime.")
     before: float | None = Field(None, description="Unix time, exclusive.")
-    min_width: int | None = None
-    min_height: int | None = None
-    formats: list[str] | None = Field(None, description="Pillow format names (JPEG) or types (jpg, png).")
-    labels: list[str] | None = Field(None, description="Best zero-shot label is one of these...")
+    min_width: _Pixels | None = None
+    min_height: _Pixels | None = None
+    formats: list[_Format] | None = Field(None, description="File types (jpg, PNG) or Pillow names (MPO).")
+    labels: list[_Label] | None = Field(None, description="Best zero-shot label is one of these. " + _LABELS)
     label_set: list[str] | None = Field(None, description="...compared against these labels.")
 
 
 class QueryIn(BaseModel):
     """Library.query's arguments, plus `offset` for paging."""
 
-    model_config = ConfigDict(extra="forbid")
-    terms: list[TermIn]
-    top: int = 10
-    offset: int = 0
+    model_config = ConfigDict(extra="forbid", strict=True)
+    terms: list[TextTermIn | ImageTermIn] = Field(min_length=1, description=_CANCEL)
+    top: _Integer = Field(10, ge=1, le=MAX_RESULTS, description=_TOP)
+    offset: _Integer = Field(0, ge=0, le=MAX_OFFSET, description=_OFFSET)
+    filters: FiltersIn | None = None
+    min_score: float | None = None
+    sort: Literal["score", "date"] = "score"
+
+
+class UploadQueryIn(BaseModel):
+    """The `query` part of an upload: POST /api/query's body without top and offset (form fields of their
+    own), and with `terms` optional: the upload joins them as an image term of weight 1."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    terms: list[TextTermIn | ImageTermIn] = Field([], description=_CANCEL)
     filters: FiltersIn | None = None
     min_score: float | None = None
     sort: Literal["score", "date"] = "score"
@@ -155,7 +226,8 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         return _error(400, _validation_message(error))
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        _log.error("internal error answering %s %s", request.method, request.url.path, exc_info=error)
         return _error(500, f"internal error: {type(error).__name__}: {error}")
 
     # -- the API ----------------------------------------------------------------------------------------
@@ -180,15 +252,20 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
 
     @app.get("/api/search", response_model=Results, response_model_exclude_unset=True, summary="Text search")
     def search(
-        q: list[str] = Query(description="A description; 'W:TEXT' gives it weight W (repeatable)."),  # noqa: B008
-        not_: list[str] = Query([], alias="not", description="Push away from this text (repeatable)."),  # noqa: B008
-        top: int = Query(10, ge=1, le=MAX_RESULTS),
-        offset: int = Query(0, ge=0, le=MAX_RESULTS),
+        q: list[_SearchText] = Query(  # noqa: B008
+            description="A description; 'W:TEXT' gives it weight W (repeatable). TEXT is not only spaces."
+        ),
+        not_: list[_SearchText] = Query(  # noqa: B008
+            [], alias="not", description="Push away from this text (repeatable)."
+        ),
+        top: int = Query(10, ge=1, le=MAX_RESULTS, description=_TOP),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET, description=_OFFSET),
     ) -> dict[str, object]:
-        """The query syntax of the command line: each q is [W:]TEXT, each not is [W:]TEXT pushed away."""
+        """The query syntax of the command line: each q is [W:]TEXT, each not is [W:]TEXT pushed away.
+        Weights that cancel each other out (0:TEXT, or the same text in q and not) are refused with 400."""
         terms = [Term.text(text, weight) for weight, text in map(split_weight, q)]
         terms += [Term.text(text, -weight) for weight, text in map(split_weight, not_)]
-        return run(_paged(terms, top, offset))
+        return run(WireQuery(terms, top=top, offset=offset))
 
     @app.post(
         "/api/search/image",
@@ -197,14 +274,13 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         summary="Search by an uploaded example image",
     )
     def search_image(
-        file: UploadFile = File(description=f"An image, at most {max_upload // 2**20} MB."),  # noqa: B008
-        top: int = Form(10, ge=1, le=MAX_RESULTS),
-        offset: int = Form(0, ge=0, le=MAX_RESULTS),
-        query: str | None = Form(
-            None,
-            description="Optional JSON object as POST /api/query takes it (filters, min_score, sort, more "
-            "terms); the upload joins its terms as an image term of weight 1.",
+        file: UploadFile = File(  # noqa: B008
+            description=f"An image, at most {max_upload // 2**20} MB; one that cannot be decoded is a 400.",
+            json_schema_extra={"minLength": 1},
         ),
+        top: int = Form(10, ge=1, le=MAX_RESULTS, description=_TOP),
+        offset: int = Form(0, ge=0, le=MAX_OFFSET, description=_OFFSET),
+        query: str | None = Form(None, description=_UPLOAD_QUERY),
     ) -> dict[str, object]:
         """Images that look like the upload. It is decoded like an indexed file (same pixel cap); an upload
         that is byte-identical to an indexed file reuses that file's vector, and the server remembers the
@@ -213,6 +289,8 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         terms = extra.get("terms", [])
         if not isinstance(terms, list):
             raise UsageError("'terms' in 'query' must be a list")
+        if "top" in extra or "offset" in extra:
+            raise UsageError("'top' and 'offset' are form fields of their own, not part of 'query'")
         with tempfile.TemporaryDirectory(prefix="imgsearch-upload-") as tmp:
             path = os.path.join(tmp, "upload")
             with open(path, "wb") as out:
@@ -233,15 +311,18 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
     )
     def similar(
         image_id: int,
-        top: int = Query(10, ge=1, le=MAX_RESULTS),
-        offset: int = Query(0, ge=0, le=MAX_RESULTS),
+        top: int = Query(10, ge=1, le=MAX_RESULTS, description=_TOP),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET, description=_OFFSET),
     ) -> dict[str, object]:
         """Images that look like the indexed image `image_id`, never itself."""
         row, _ = indexed_file(image_id)
-        return run(_paged([Term.image(os.fsdecode(row.path))], top, offset))
+        return run(WireQuery([Term.image(os.fsdecode(row.path))], top=top, offset=offset))
 
     @app.get("/api/duplicates", summary="Groups of copies, exact and near")
-    def duplicates(under: str | None = None, threshold: float = 0.97) -> dict[str, object]:
+    def duplicates(
+        under: str | None = None,
+        threshold: float = Query(DEFAULT_THRESHOLD, gt=0, le=1, description="Least cosine of near copies."),
+    ) -> dict[str, object]:
         """As `imgsearch duplicates --json`: {"groups": [{kind, score, paths}]}."""
         with lock:
             groups = library.duplicates(under, threshold)
@@ -261,7 +342,7 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         return FileResponse(real, media_type=media, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/images/{image_id}/thumbnail", response_class=FileResponse, summary="A cached thumbnail")
-    def thumb(image_id: int, size: int = 256) -> FileResponse:
+    def thumb(image_id: int, size: int = Query(256, json_schema_extra={"enum": list(SIZES)})) -> FileResponse:
         """A JPEG at most `size` px on its longer side, made once and cached in the index folder."""
         if size not in SIZES:
             raise UsageError(f"size must be one of {', '.join(map(str, SIZES))}")
@@ -272,6 +353,8 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
     def indexed_file(image_id: int) -> tuple[ImageRow, str]:
         """The row of an indexed image and its real path, if it may be served: 404 unknown or gone, 403
         outside the indexed folders (a symlink out of them), 409 changed since it was indexed."""
+        if not ID_RANGE[0] <= image_id <= ID_RANGE[1]:  # SQLite could not even be asked
+            raise HTTPException(404, f"no indexed image with id {image_id}")
         catalog = Catalog.open(library.db_path)
         try:
             row = catalog.rows([image_id]).get(image_id)
@@ -302,6 +385,12 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         suffix = html.escape(f"?token={quote(given, safe='')}") if token and given else ""
         return HTMLResponse(page.replace("__TOKEN_QUERY__", suffix), headers=_PAGE_HEADERS)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _as_served(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(_BodyLimit, limit=max_upload)
     if token:
@@ -350,10 +439,25 @@ def _json_object(text: str | None, name: str) -> dict[str, Any]:
     return value
 
 
-def _paged(terms: list[Term], top: int, offset: int) -> WireQuery:
-    if top + offset > MAX_RESULTS:
-        raise UsageError(f"top + offset must be at most {MAX_RESULTS}")
-    return WireQuery(terms, top=top, offset=offset)
+def _as_served(spec: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's spec, where this app differs from FastAPI's defaults: an invalid request is answered 400
+    (never 422), and the upload's `query` form field is a JSON object (sent as its text)."""
+    schemas = spec["components"]["schemas"]
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    upload_query = UploadQueryIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in upload_query.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas[UploadQueryIn.__name__] = upload_query
+    body = spec["paths"]["/api/search/image"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    form = schemas[body["schema"]["$ref"].rsplit("/", 1)[-1]]
+    ref = f"#/components/schemas/{UploadQueryIn.__name__}"
+    form["properties"]["query"] = {"$ref": ref, "description": _UPLOAD_QUERY}
+    body["encoding"] = {"query": {"contentType": "application/json"}}
+    return spec
 
 
 def _error(code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 A query is {"terms": [{"kind": "text"|"image", "value": str, "weight": float}], "top": int, "offset": int,
 "filters": {...Filters fields...}, "min_score": float|null, "sort": "score"|"date"}; every key but "terms"
-may be left out. Results are Match.to_dict() items, as `imgsearch query --json` prints them.
+may be left out. Results are Match.to_dict() items, as `imgsearch query --json` prints them. The limits the
+checks here enforce are the constants below; the HTTP app states the same ones in its OpenAPI spec.
 Imports neither numpy nor torch nor the web framework, so a command-line client stays fast.
 """
 
@@ -24,8 +25,22 @@ _QUERY_KEYS = {"terms", "top", "offset", "filters", "min_score", "sort"}
 _TERM_KEYS = {"kind", "value", "weight"}
 _FILTER_FIELDS = {f.name: f for f in fields(Filters)}
 _PILLOW_FORMATS = {name for names in FORMAT_NAMES.values() for name in names}
-#: The most results one request may ask for (top + offset): a page of thumbnails, not a dump of the index.
+#: The most results one answer may hold (`top`): a page of thumbnails, not a dump of the index.
 MAX_RESULTS = 10_000
+#: The most results a page may skip (`offset`). Each limit stands alone, so a spec can state it.
+MAX_OFFSET = 10_000
+#: The most pixels a min_width or min_height filter may name: no image comes near, and unlike SQLite's
+#: largest integer, a double (as the spec states its bounds) holds it exactly.
+MAX_PIXELS = 2**31 - 1
+#: What a `formats` item may be: a file type in lower or upper case (jpg, JPG) or a Pillow format name (MPO).
+FORMAT_CHOICES = tuple(sorted({*FORMAT_NAMES, *(name.upper() for name in FORMAT_NAMES), *_PILLOW_FORMATS}))
+#: The characters str.strip() removes (str.isspace()), spelled out: every regex engine reads them alike.
+_BLANK = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+#: A regex (JSON Schema `pattern`, a search) for a text that is not empty once spaces are stripped.
+NOT_BLANK = f"[^{_BLANK}]"
+#: The same for a search text in the command line's [W:]TEXT form (split_weight): not empty, and not a weight
+#: "W:" followed by spaces only ("2:" alone is a text, not a weight).
+WEIGHTED_TEXT = f"^(?![+-]?\\d+(?:\\.\\d+)?:[{_BLANK}]+$)[\\s\\S]*{NOT_BLANK}"
 
 
 @dataclass(frozen=True)
@@ -66,10 +81,8 @@ def query_from_json(data: object) -> Query:
     if not isinstance(raw_terms, list) or not raw_terms:
         raise UsageError("'terms' must be a non-empty list of {kind, value, weight}")
     terms = [_term(t) for t in raw_terms]
-    top = _integer(data.get("top", 10), "top", 1)
-    offset = _integer(data.get("offset", 0), "offset", 0)
-    if top + offset > MAX_RESULTS:
-        raise UsageError(f"top + offset must be at most {MAX_RESULTS}")
+    top = _integer(data.get("top", 10), "top", 1, MAX_RESULTS)
+    offset = _integer(data.get("offset", 0), "offset", 0, MAX_OFFSET)
     min_score = data.get("min_score")
     if min_score is not None:
         min_score = _number(min_score, "min_score")
@@ -92,7 +105,7 @@ def filters_from_json(data: object) -> Filters:
             values[name] = _number(data[name], name)
     for name in ("min_width", "min_height"):
         if data.get(name) is not None:
-            values[name] = _integer(data[name], name, 1)
+            values[name] = _integer(data[name], name, 1, MAX_PIXELS)
     if data.get("formats") is not None:
         values["formats"] = _formats(_strings(data["formats"], "formats"))
     if data.get("labels") is not None:
@@ -133,9 +146,11 @@ def _term(data: object) -> Term:
 
 
 def _formats(names: list[str]) -> tuple[str, ...]:
-    """Pillow format names ('JPEG') pass as they are; what a user types ('jpg') is translated."""
+    """Pillow format names ('JPEG') pass as they are; a file type ('jpg', 'JPG') is translated."""
     out: list[str] = []
     for name in names:
+        if name not in FORMAT_CHOICES:
+            raise UsageError(f"unknown file type {name!r}; known: {', '.join(FORMAT_CHOICES)}")
         out.extend([name] if name in _PILLOW_FORMATS else Filters.formats_for([name]))
     return tuple(dict.fromkeys(out))
 
@@ -164,7 +179,12 @@ def _number(value: object, name: str) -> float:
     return float(value)
 
 
-def _integer(value: object, name: str, minimum: int) -> int:
+def _integer(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+    """An integer as JSON reads one: 3 or 3.0, never "3" nor true."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UsageError(f"'{name}' must be an integer of at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"'{name}' must be at most {maximum}")
     return value
