@@ -16,17 +16,22 @@ This module only reads an export: it imports neither torch nor open_clip.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .onnx_text import check_sizes, enabled, export_folder, open_session, unit_rows, usable_meta
+from .onnx_text import (
+    check_sizes,
+    enabled,
+    export_folder,
+    open_session,
+    unit_rows,
+    usable_meta,
+    warn_unusable,
+)
 from .specs import ModelSpec
-
-_log = logging.getLogger("imgsearch")
 
 FOLDER = "image-encoder"
 FORMAT = 1  # bump when the files or their meaning change: older exports are then made again
@@ -66,12 +71,7 @@ class OnnxImage:
             check_sizes(folder, meta, FILES)
             return cls(open_session(folder / MODEL_FILE), meta)
         except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
-            _log.warning(
-                "the ONNX image export in %s cannot be used (%s: %s); torch answers and makes it again",
-                folder,
-                type(e).__name__,
-                e,
-            )
+            warn_unusable("image", folder, e)
             return None
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -99,6 +99,14 @@ def usable_meta(folder: Path, spec: ModelSpec, format: int, what: str) -> dict[s
     return meta
 
 
+def warn_unusable(what: str, folder: Path, error: Exception) -> None:
+    """Say why an export cannot be used: a silent fallback to torch makes every cold query seconds slower."""
+    reason = f"{type(error).__name__}: {error}"
+    _log.warning(
+        "the ONNX %s export in %s cannot be used (%s); torch answers and makes it again", what, folder, reason
+    )
+
+
 def check_sizes(folder: Path, meta: dict[str, Any], names: Sequence[str]) -> None:
     """Raise ValueError unless each file has the size meta.json recorded (a torn or replaced export)."""
     for name in names:
@@ -160,12 +168,7 @@ class OnnxText:
             tokenizer = ClipTokenizer(read_merges(folder / MERGES_FILE), tok["context_length"], tok["clean"])
             return cls(open_session(folder / MODEL_FILE, warm), tokenizer, meta)
         except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
-            _log.warning(
-                "the ONNX text export in %s cannot be used (%s: %s); torch answers and makes it again",
-                folder,
-                type(e).__name__,
-                e,
-            )
+            warn_unusable("text", folder, e)
             return None
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
