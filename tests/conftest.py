@@ -25,6 +25,9 @@ SAMPLE_PHOTOS = REPO / "sample_photos"
 SAMPLE_COUNT = len(list(SAMPLE_PHOTOS.glob("*.jpg")))
 #: The ONNX exports' switches: off in the tests (isolated_home) except where `export_on` turns one on.
 EXPORT_SWITCHES = ("IMGSEARCH_TEXT_EXPORT", "IMGSEARCH_IMAGE_EXPORT")
+#: The settings besides files and model that shape an index and its answers: a test given the shared
+#: sample index (`indexed`) runs under the ones it was made with.
+INDEX_SETTINGS = ("IMGSEARCH_MODEL", "IMGSEARCH_CPU_BF16", *EXPORT_SWITCHES)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -138,6 +141,11 @@ def indexed_private(cli, photos) -> Path:
 class SampleIndex:
     home: Path  #: the index folder
     photos: Path  #: the copy of sample_photos it indexes
+    settings: dict[str, str | None]  #: INDEX_SETTINGS as they were when it was made
+
+
+def _index_settings() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in INDEX_SETTINGS}
 
 
 @pytest.fixture(scope="session")
@@ -147,12 +155,12 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> S
     from click.testing import CliRunner
 
     root = tmp_path_factory.mktemp("sample-index")
-    shared = SampleIndex(root / "home", root / "photos")
-    shutil.copytree(SAMPLE_PHOTOS, shared.photos, ignore=shutil.ignore_patterns("*.md"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGSEARCH_HOME", str(shared.home))
+        patch.setenv("IMGSEARCH_HOME", str(root / "home"))
         for switch in EXPORT_SWITCHES:
             patch.setenv(switch, "0")
+        shared = SampleIndex(root / "home", root / "photos", _index_settings())
+        shutil.copytree(SAMPLE_PHOTOS, shared.photos, ignore=shutil.ignore_patterns("*.md"))
         result = _invoke(CliRunner(), tiny_model, ("index", shared.photos))
     assert result.exit_code == 0, result.output
     return shared
@@ -164,13 +172,19 @@ def indexed(
 ) -> Iterator[Path]:
     """sample_photos indexed with the tiny model, for a test that only reads: the index (IMGSEARCH_HOME) is
     the run's one sample_index, not one of the test's own; returns its photos folder. A test that changes a
-    file of either fails; one that needs to change them takes `indexed_private`."""
+    file of either, or runs under other INDEX_SETTINGS (auto_numerics, export_on), fails: such a test takes
+    `indexed_private`."""
     monkeypatch.setenv("IMGSEARCH_HOME", str(sample_index.home))
     before = _files(sample_index)
     yield sample_index.photos
     after = _files(sample_index)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"this test changed the shared sample index (use indexed_private): {changed}"
+    settings = _index_settings()  # checked after the test: fixtures set up after this one count too
+    assert settings == sample_index.settings, (
+        f"this test ran under {settings}, the shared sample index was made under {sample_index.settings} "
+        "(use indexed_private)"
+    )
 
 
 def _files(shared: SampleIndex) -> dict[str, tuple[int, int]]:
