@@ -13,6 +13,7 @@ import pytest
 
 from imgsearch import Library
 from imgsearch.errors import UsageError
+from imgsearch.search.duplicates import exact_groups
 from tests import index_db
 from tests.cli_process import output_and_modules
 from tests.controlled import ControlledEncoder, Item, controlled_library
@@ -65,7 +66,9 @@ def test_equal_bytes_are_an_exact_group(tmp_path):
     [group] = library.duplicates()
     assert group.kind == "exact" and group.score == 1.0
     assert group.paths == [str(folder / "a.jpg"), str(folder / "b.jpg"), str(folder / "c" / "a.jpg")]
-    assert group.to_dict() == {"kind": "exact", "score": 1.0, "paths": group.paths}
+    assert group.exact == [group.paths]
+    assert group.to_dict() == {"kind": "exact", "score": 1.0, "paths": group.paths, "exact": [group.paths]}
+    assert len(group.links) == 2 and all(link.exact and link.score == 1.0 for link in group.links)
 
 
 def test_vectors_at_or_above_the_threshold_are_a_near_group(tmp_path):
@@ -116,6 +119,85 @@ def test_exact_copies_joined_by_a_near_copy_make_a_near_group(tmp_path):
     [group] = library.duplicates(threshold=0.97)
     assert names([group]) == [("near", ["a-copy.jpg", "a-small.jpg", "a.jpg"])]
     assert group.score == pytest.approx(0.99, abs=1e-5)
+    assert [[Path(p).name for p in copies] for copies in group.exact] == [["a-copy.jpg", "a.jpg"]]
+
+
+def chain_with_copies(tmp_path: Path) -> tuple[Library, Path]:
+    """a (and its copy) ~ b at 0.99, b ~ c (and its two copies) at 0.98, a and c only 0.94 apart; d and
+    its copy elsewhere, alone."""
+    c = turned(angle(0.99) + angle(0.98))
+    return library_of(
+        tmp_path,
+        [
+            Item("a.jpg", turned(0), content=b"a"),
+            Item("a-copy.jpg", turned(0), content=b"a"),
+            Item("b.jpg", turned(angle(0.99))),
+            Item("c.jpg", c, content=b"c"),
+            Item("c-copy.jpg", c, content=b"c"),
+            Item("c-copy2.jpg", c, content=b"c"),
+            Item("d.jpg", axis(5), content=b"d"),
+            Item("d2.jpg", axis(5), content=b"d"),
+        ],
+    )
+
+
+def test_a_near_chain_names_every_set_of_byte_identical_files_in_it(tmp_path):
+    library, _ = chain_with_copies(tmp_path)
+    near, alone = library.duplicates(threshold=0.97)
+    assert names([near, alone]) == [
+        ("near", ["a-copy.jpg", "a.jpg", "b.jpg", "c-copy.jpg", "c-copy2.jpg", "c.jpg"]),
+        ("exact", ["d.jpg", "d2.jpg"]),
+    ]
+    assert [[Path(p).name for p in copies] for copies in near.exact] == [  # largest first
+        ["c-copy.jpg", "c-copy2.jpg", "c.jpg"],
+        ["a-copy.jpg", "a.jpg"],
+    ]
+    assert [[Path(p).name for p in copies] for copies in alone.exact] == [["d.jpg", "d2.jpg"]]
+
+
+def test_links_are_the_maximum_spanning_tree_strongest_first(tmp_path):
+    library, _ = chain_with_copies(tmp_path)
+    # At 0.9 a~c (0.94) is a link too, but the tree joins the group without it: a~b, then b~c.
+    near = library.duplicates(threshold=0.9)[0]
+    assert len(near.links) == len(near.paths) - 1
+    exact, cosines = near.links[:3], near.links[3:]
+    assert all(link.exact and link.score == 1.0 for link in exact)
+    assert {Path(p).name[0] for link in exact for p in link.paths} == {"a", "c"}
+    assert not any(link.exact for link in cosines)
+    assert [link.score for link in cosines] == pytest.approx([0.99, 0.98], abs=1e-5)
+    assert [sorted(Path(p).name[0] for p in link.paths) for link in cosines] == [["a", "b"], ["b", "c"]]
+    assert near.score == cosines[-1].score  # the weakest link
+    for link in near.links:
+        assert list(link.paths) == sorted(link.paths) and set(link.paths) <= set(near.paths)
+
+
+def test_exact_groups_are_every_byte_identical_set_whatever_the_threshold(tmp_path):
+    library, _ = chain_with_copies(tmp_path)
+    found = exact_groups(library.duplicates(threshold=0.97))
+    assert names(found) == [
+        ("exact", ["c-copy.jpg", "c-copy2.jpg", "c.jpg"]),
+        ("exact", ["a-copy.jpg", "a.jpg"]),
+        ("exact", ["d.jpg", "d2.jpg"]),
+    ]
+    for group in found:
+        assert group.score == 1.0 and group.exact == [group.paths]
+        assert len(group.links) == len(group.paths) - 1 and all(link.exact for link in group.links)
+        assert {p for link in group.links for p in link.paths} == set(group.paths)
+    assert exact_groups(library.duplicates(threshold=1.0)) == found
+    assert exact_groups(library.duplicates(threshold=0.5)) == found
+
+
+def test_to_dict_adds_exact_and_with_links_the_links(tmp_path):
+    library, _ = chain_with_copies(tmp_path)
+    near = library.duplicates(threshold=0.97)[0]
+    item = near.to_dict()
+    assert list(item) == ["kind", "score", "paths", "exact"]
+    assert item["paths"] == near.paths and item["exact"] == near.exact
+    explained = near.to_dict(links=True, show=lambda p: Path(p).name)
+    assert explained["paths"] == [Path(p).name for p in near.paths]
+    assert explained["links"][0] == {"paths": ["a-copy.jpg", "a.jpg"], "score": 1.0, "exact": True}
+    assert explained["links"][-1]["exact"] is False
+    assert explained["links"][-1]["score"] == round(near.score, 6) == explained["score"]
 
 
 def test_exact_copies_are_found_at_any_threshold_even_1(tmp_path):
@@ -212,6 +294,113 @@ def test_the_model_is_never_loaded(tmp_path):
     assert len(Library(tmp_path / "home").duplicates()) == 1
 
 
+# -- the CLI's and the server's views of a chain with copies in it (vectors chosen by the test) --------------
+
+
+def blocks_of(output: str) -> list[list[str]]:
+    return [block.splitlines() for block in output.rstrip("\n").split("\n\n")]
+
+
+def test_cli_marks_exact_copies_inside_a_near_group(cli, tmp_path):
+    _, folder = chain_with_copies(tmp_path)
+    result = cli("duplicates", "--threshold", "0.97")
+    assert result.exit_code == 0, result.output
+    near, alone = blocks_of(result.output)
+    assert near == [
+        "near (>= 0.9800): 6 images",
+        *(f"  {folder / n}" for n in ("a-copy.jpg", "a.jpg", "b.jpg", "c-copy.jpg", "c-copy2.jpg", "c.jpg")),
+        "  exact: 3 copies",
+        *(f"    {folder / n}" for n in ("c-copy.jpg", "c-copy2.jpg", "c.jpg")),
+        "  exact: 2 copies",
+        *(f"    {folder / n}" for n in ("a-copy.jpg", "a.jpg")),
+    ]
+    assert alone == ["exact: 2 copies", f"  {folder / 'd.jpg'}", f"  {folder / 'd2.jpg'}"]  # not repeated
+
+
+def test_cli_explain_shows_the_links_of_each_group(cli, tmp_path):
+    _, folder = chain_with_copies(tmp_path)
+    result = cli("duplicates", "--explain")
+    assert result.exit_code == 0, result.output
+    near, alone = blocks_of(result.output)
+    links = near[near.index("  links, strongest first:") + 1 :]
+    assert links == [
+        f"     exact  {folder / 'a-copy.jpg'} = {folder / 'a.jpg'}",
+        f"     exact  {folder / 'c-copy.jpg'} = {folder / 'c.jpg'}",
+        f"     exact  {folder / 'c-copy2.jpg'} = {folder / 'c.jpg'}",
+        f"    0.9900  {folder / 'a.jpg'} ~ {folder / 'b.jpg'}",
+        f"    0.9800  {folder / 'b.jpg'} ~ {folder / 'c.jpg'}",
+    ]
+    assert alone[-2:] == [
+        "  links, strongest first:",
+        f"     exact  {folder / 'd.jpg'} = {folder / 'd2.jpg'}",
+    ]
+    assert "links" not in cli("duplicates").output
+
+
+def test_cli_exact_lists_only_the_byte_identical_sets(cli, tmp_path):
+    _, folder = chain_with_copies(tmp_path)
+    result = cli("duplicates", "--exact")
+    assert result.exit_code == 0, result.output
+    assert blocks_of(result.output) == [
+        ["exact: 3 copies", *(f"  {folder / n}" for n in ("c-copy.jpg", "c-copy2.jpg", "c.jpg"))],
+        ["exact: 2 copies", f"  {folder / 'a-copy.jpg'}", f"  {folder / 'a.jpg'}"],
+        ["exact: 2 copies", f"  {folder / 'd.jpg'}", f"  {folder / 'd2.jpg'}"],
+    ]
+    rows = [json.loads(line) for line in cli("duplicates", "--exact", "--json").output.splitlines()]
+    assert [(r["kind"], r["score"], r["exact"]) for r in rows] == [("exact", 1.0, [r["paths"]]) for r in rows]
+    assert [len(r["paths"]) for r in rows] == [3, 2, 2] and all("links" not in r for r in rows)
+
+
+def test_cli_exact_refuses_a_threshold(cli, tmp_path):
+    chain_with_copies(tmp_path)
+    result = cli("duplicates", "--exact", "--threshold", "0.9")
+    assert result.exit_code == 2 and "--threshold does not apply" in result.output
+
+
+def test_cli_json_adds_exact_sets_and_with_explain_links(cli, tmp_path):
+    _, folder = chain_with_copies(tmp_path)
+    rows = [json.loads(line) for line in cli("duplicates", "--json").output.splitlines()]
+    assert [list(r) for r in rows] == [["kind", "score", "paths", "exact"]] * 2
+    assert rows[0]["exact"] == [
+        [str(folder / n) for n in ("c-copy.jpg", "c-copy2.jpg", "c.jpg")],
+        [str(folder / n) for n in ("a-copy.jpg", "a.jpg")],
+    ]
+    explained = [json.loads(line) for line in cli("duplicates", "--json", "--explain").output.splitlines()]
+    assert [{k: v for k, v in r.items() if k != "links"} for r in explained] == rows
+    links = explained[0]["links"]
+    assert [list(link) for link in links] == [["paths", "score", "exact"]] * 5
+    assert links[-1] == {
+        "paths": [str(folder / "b.jpg"), str(folder / "c.jpg")],
+        "score": 0.98,
+        "exact": False,
+    }
+    assert [link["exact"] for link in links] == [True, True, True, False, False]
+
+
+def test_server_duplicates_has_exact_sets_links_and_exact_only(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from imgsearch.serve.app import create_app
+
+    chain_with_copies(tmp_path)
+    client = TestClient(create_app(Library(tmp_path / "home")))
+    library = Library(tmp_path / "home")
+
+    def groups(**params) -> list[dict]:
+        response = client.get("/api/duplicates", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()["groups"]
+
+    assert groups() == [g.to_dict() for g in library.duplicates()]
+    assert groups(explain="true") == [g.to_dict(links=True) for g in library.duplicates()]
+    exact = groups(exact="true", explain="true")
+    assert exact == [g.to_dict(links=True) for g in exact_groups(library.duplicates())]
+    assert [len(g["paths"]) for g in exact] == [3, 2, 2] and {g["kind"] for g in exact} == {"exact"}
+    # The threshold breaks the chain (b~c is 0.98) but does not change the exact sets.
+    assert len(groups(threshold=0.985)) == 3
+    assert groups(exact="true", threshold=0.985) == groups(exact="true")
+
+
 # -- end to end: the CLI with the real tiny model ------------------------------------------------------------
 
 
@@ -295,3 +484,30 @@ def test_cli_bad_threshold_is_a_usage_error(cli):
     for bad in ("0", "-1", "1.5", "nan", "high"):
         result = cli("duplicates", "--threshold", bad)
         assert result.exit_code == 2, (bad, result.output)
+
+
+def test_cli_names_an_exact_copy_inside_a_near_group_of_real_photos(cli, copies, isolated_home, photos):
+    """An exact copy of the dahlia joins its resized and recompressed copies: the group is near, and the
+    byte-identical pair is named in it and by --exact, beside the rocket's copy."""
+    shutil.copy(photos / "dahlia-flower.jpg", photos / "dahlia-flower copy.jpg")
+    assert cli("index", photos).exit_code == 0
+    threshold = separating_threshold(isolated_home, photos)
+    result = cli("duplicates", photos, "--threshold", f"{threshold:.6f}", "--json", "--explain")
+    assert result.exit_code == 0, result.output
+    near, rocket = (json.loads(line) for line in result.output.splitlines())
+    dahlias = [str(photos / "dahlia-flower copy.jpg"), str(photos / "dahlia-flower.jpg")]
+    assert near["kind"] == "near" and sorted(near["paths"]) == sorted({*dahlias, *map(str, copies["near"])})
+    assert near["exact"] == [dahlias]
+    assert [link for link in near["links"] if link["exact"]] == [
+        {"paths": dahlias, "score": 1.0, "exact": True}
+    ]
+    assert len(near["links"]) == 3 and min(link["score"] for link in near["links"]) == near["score"]
+    assert rocket["kind"] == "exact" and rocket["exact"] == [rocket["paths"]]
+    exact = cli("duplicates", photos, "--exact")
+    assert exact.exit_code == 0, exact.output
+    assert sorted(blocks_of(exact.output)) == sorted(
+        [
+            ["exact: 2 copies", *(f"  {p}" for p in dahlias)],
+            ["exact: 2 copies", *(f"  {p}" for p in copies["exact"])],
+        ]
+    )

@@ -104,7 +104,7 @@ def test_usage_errors_exit_2(cli, indexed):
     assert cli("query", "--not", "cat").exit_code == 2  # nothing to push away from
     assert cli("query", "cat", "--image", indexed / "no-such.jpg").exit_code == 2
     assert cli("query", "cat", "--after", "yesterday").exit_code == 2
-    assert cli("query", "cat", "--type", "psd").exit_code == 2
+    assert cli("query", "cat", "--type", "docx").exit_code == 2
     assert cli("query", "cat", "--json", "--paths").exit_code == 2
     assert cli("query", "cat", "-n", "0").exit_code == 2
     assert cli("similar", indexed / "no-such.jpg").exit_code == 2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from imgsearch.errors import UsageError
+from imgsearch.formats import RAW_FORMATS
 from imgsearch.search.query import Filters, Term, split_weight
 from tests.controlled import ControlledEncoder, Item, controlled_library, unit
 
@@ -162,8 +163,10 @@ def test_every_filter_returns_the_exact_top_k_of_the_filtered_set(big_library, c
 
 def test_unknown_file_types_are_a_usage_error():
     assert Filters.formats_for(["jpg,png"]) == ("JPEG", "MPO", "PNG")
+    assert Filters.formats_for(["raw"]) == tuple(sorted(set(RAW_FORMATS.values())))
+    assert Filters.formats_for(["CR2", "psd", "tif"]) == ("CR2", "PSD", "TIFF")
     with pytest.raises(UsageError, match="unknown file type"):
-        Filters.formats_for(["psd"])
+        Filters.formats_for(["docx"])
 
 
 def test_a_label_filter_returns_the_exact_top_k_among_images_labelled_so(tmp_path):

@@ -52,11 +52,42 @@ def test_junk_folders_are_skipped(tmp_path: Path, junk: str):
     assert found(tmp_path) == [b"album/seen.jpg"]
 
 
-def test_only_image_extensions_in_any_case(tmp_path: Path):
+def test_image_extensions_in_any_case(tmp_path: Path):
     names = ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.HEIC", "g.tiff", "h.gif"]
-    for name in [*names, "notes.txt", "clip.mp4", "raw.CR2", "jpg", "no-extension", "photo.jpg.part"]:
+    names += ["raw.CR2", "i.dng", "j.NEF", "k.mpo", "l.psd", "m.qoi", "n.FITS", "o.pcx", "p.xpm", "q.dds"]
+    for name in [*names, "notes.txt", "clip.mp4", "doc.pdf", "film.mpg", "photo.jpg.part", "jpg", "no-extension"]:
         touch(tmp_path / name)
     assert found(tmp_path) == sorted(os.fsencode(n) for n in names)
+
+
+def test_candidates_are_every_format_pillow_reads_and_camera_raw():
+    from PIL import Image
+
+    from imgsearch.formats import RAW_FORMATS, candidate_extensions
+
+    Image.init()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    not_photos = {".mpg", ".mpeg", ".h5", ".hdf", ".grib", ".bufr", ".wmf", ".emf", ".ps", ".eps"}
+    expected = (readable - not_photos) | {".mpo"} | set(RAW_FORMATS)
+    assert {os.fsdecode(e) for e in candidate_extensions()} - {".ps", ".eps"} == expected
+    assert b".pdf" not in candidate_extensions()
+
+
+def test_a_file_with_no_extension_is_judged_by_its_first_bytes(tmp_path: Path):
+    from PIL import Image
+
+    from tests.images import encode, require_heif
+
+    require_heif()
+    picture = Image.new("RGB", (8, 8), (200, 10, 10))
+    touch(tmp_path / "IMG_0001", encode(picture, "JPEG"))  # a phone backup's name
+    touch(tmp_path / "f123456", encode(picture, "PNG"))  # a recovered file's
+    touch(tmp_path / "heic-backup", encode(picture, "HEIF"))
+    touch(tmp_path / "README", b"# notes about this trip\n")
+    touch(tmp_path / "Makefile", b"all:\n\ttrue\n")
+    touch(tmp_path / "empty", b"")
+    touch(tmp_path / "clip.MOV", encode(picture, "JPEG"))  # an extension is taken at its word
+    assert found(tmp_path) == [b"IMG_0001", b"f123456", b"heic-backup"]
 
 
 @pytest.mark.timeout(60)

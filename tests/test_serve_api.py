@@ -162,7 +162,7 @@ def test_wire_round_trip():
         ({"terms": [{"value": "x"}], "top": 0}, "top"),
         ({"terms": [{"value": "x"}], "sort": "size"}, "sort"),
         ({"terms": [{"value": "x"}], "colour": "red"}, "colour"),
-        ({"terms": [{"value": "x"}], "filters": {"formats": ["psd"]}}, "psd"),
+        ({"terms": [{"value": "x"}], "filters": {"formats": ["docx"]}}, "docx"),
         ({"terms": [{"value": "x"}], "filters": {"formats": ["Jpg"]}}, "Jpg"),  # jpg or JPG, as the spec says
         ({"terms": [{"value": "x"}], "top": "10"}, "top"),  # a string is not a number
         ({"terms": [{"value": "x"}], "offset": 10_001}, "offset"),

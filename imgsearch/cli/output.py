@@ -38,6 +38,8 @@ def print_matches(
         for m in matches:  # score, date (taken, else modified), pixel size, path: the path last, whole
             day = time.strftime("%Y-%m-%d", time.localtime(m.date))
             click.echo(f"{m.score:.4f}  {day}  {f'{m.width}x{m.height}':>11}  {display_path(m.path)}")
+            for other in m.siblings:  # the same photo's other files (RAW+JPEG), under its path
+                click.echo(f"{'+':>36} {display_path(os.path.basename(other))}")
             if preview:
                 from .preview import show
 

@@ -40,7 +40,7 @@ def thumbnail(path: str) -> Image.Image | None:
 
     try:
         with open(path, "rb") as f:
-            image = open_upright_rgb(f.read())[0]
+            image = open_upright_rgb(f.read(), name=path)[0]
     except (OSError, DecodeError):
         return None
     image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))

@@ -45,7 +45,8 @@ def result_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--type",
             "types",
             multiple=True,
-            help="Only these file types: jpeg, png, webp, heic, gif, ... (repeat or comma-separate).",
+            help="Only these file types: jpeg, png, heic, raw (every camera RAW), cr2, dng, psd, ... "
+            "(repeat or comma-separate).",
         ),
         click.option("--min-score", type=float, help="Leave out matches scoring below this cosine."),
         click.option(

@@ -51,6 +51,9 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
         gone = "" if root.present else " (not there now)"
         bad = f", {root.failures} failed" if root.failures else ""
         click.echo(f"{label:<9} {display_path(root.path)}{gone}: {root.images:,} images{bad}")
+    if info.formats:
+        click.echo(f"formats   {', '.join(f'{fmt} {n:,}' for fmt, n in info.formats.items())}")
+    click.echo(f"decoders  {', '.join(f'{name} {version}' for name, version in info.decoders.items())}")
     click.echo(f"on disk   {info.disk_bytes / 1e6:.1f} MB")
 
 

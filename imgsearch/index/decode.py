@@ -18,7 +18,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DecodeError
+from ..formats import raw_format, register_plugins
 from ..model.preprocess import Preprocess
+from .raw import open_raw
 
 #: Images with more pixels than this are refused (decompression bombs); a 150 MP medium-format photo passes.
 MAX_PIXELS = 250_000_000
@@ -29,17 +31,13 @@ _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME = 0x0132
 _ORIENTATION = 0x0112
+_PSD_VERSION_INFO = 0x0421  # image resource: version, hasRealMergedData, ...
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 # Pillow's own guard (89 MP, an error at twice that) would refuse real 100+ MP photos before our check runs.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
-try:  # HEIC/HEIF (phones) when the plugin is installed; AVIF is built into Pillow.
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-except ImportError:  # pragma: no cover - optional plugin
-    pass
+register_plugins()  # HEIC/HEIF (phones) when pillow-heif is installed; AVIF is built into Pillow
 
 
 @dataclass
@@ -78,29 +76,41 @@ def decode_file(path: str | bytes, prep: Preprocess, max_pixels: int = MAX_PIXEL
         raise
     except OSError as e:
         raise DecodeError(f"cannot read file: {e.strerror or e}") from e
-    image, fmt, width, height, taken_at = open_upright_rgb(data, prep, max_pixels)
+    image, fmt, width, height, taken_at = open_upright_rgb(data, prep, max_pixels, path)
     pixels = fit_to_model(image, prep)
     return DecodedImage(pixels, width, height, fmt, taken_at, st.st_size, st.st_mtime_ns, hash_bytes(data))
 
 
 def open_upright_rgb(
-    data: bytes, prep: Preprocess | None = None, max_pixels: int = MAX_PIXELS
+    data: bytes, prep: Preprocess | None = None, max_pixels: int = MAX_PIXELS, name: str | bytes = b""
 ) -> tuple[Image.Image, str, int, int, float | None]:
     """Decode bytes into an upright RGB image (first frame), drafted down towards `prep`'s size when given.
 
+    `name` is the file's name: a camera RAW extension sends the bytes to LibRaw, anything else to Pillow.
     Returns (image, format, original width, original height, taken_at).
     """
     if not data:
         raise DecodeError("empty file")
+    raw = raw_format(name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check decides
-            image: Image.Image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
-            fmt = image.format or "unknown"
-            exif = _read_exif(image)
+            if raw is not None:
+                picture = open_raw(data, raw, min(prep.height, prep.width) if prep else None, max_pixels)
+                image, fmt, orientation = picture.image, raw, picture.orientation
+                width, height, taken_at = picture.width, picture.height, picture.taken_at
+            else:
+                image = Image.open(io.BytesIO(data))
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
+                fmt = image.format or "unknown"
+                _check_composite(image)
+                exif = _read_exif(image)
+                orientation = exif.get(_ORIENTATION, 1) if exif is not None else 1
+                taken_at = _taken_at(exif)
+                if orientation in (5, 6, 7, 8):
+                    width, height = height, width
             if prep is not None and image.format in ("JPEG", "MPO"):  # MPO: JPEG + gain map etc.
                 want = max(prep.height, prep.width) * DRAFT_FACTOR
                 image.draft("RGB", (want, want))
@@ -112,14 +122,23 @@ def open_upright_rgb(
     except Image.DecompressionBombError as e:
         raise DecodeError(f"too many pixels: {e}") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DecodeError(f"broken {fmt_name(data)} file: {' '.join(str(e).split())}") from e
+        raise DecodeError(f"broken {raw or fmt_name(data)} file: {' '.join(str(e).split())}") from e
     except Exception as e:  # a decoder plugin's own error type: still one bad file, not a crash
         raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from e
-    orientation = exif.get(_ORIENTATION, 1) if exif is not None else 1
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    image = _upright(image, orientation)
-    return to_rgb(image), fmt, width, height, _taken_at(exif)
+    return to_rgb(_upright(image, orientation)), fmt, width, height, taken_at
+
+
+def _check_composite(image: Image.Image) -> None:
+    """Refuse a PSD saved without its composite (Photoshop's "Maximize compatibility" off): Pillow would
+    return a blank picture, not the photo."""
+    if image.format != "PSD":
+        return
+    for resource, _name, body in getattr(image, "resources", []):
+        if resource == _PSD_VERSION_INFO and len(body) >= 5 and body[4] == 0:
+            raise DecodeError(
+                "PSD saved without a composite image (Photoshop's 'Maximize compatibility' was off): "
+                "re-save it with that option on"
+            )
 
 
 def fmt_name(data: bytes) -> str:

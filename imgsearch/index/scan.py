@@ -1,5 +1,8 @@
 """Walk photo folders with os.scandir: stat only; hidden and junk skipped; symlink cycles followed once.
 
+Candidates are chosen by extension, from the decoders installed (imgsearch.formats); only a file with no
+extension is opened, for its first bytes.
+
 Paths are bytes (os.fsencode) from here on, so a file name that is not valid UTF-8 is still a file we index.
 """
 
@@ -10,11 +13,8 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-#: Candidates are chosen by extension (cheap, like every photo tool); the format itself is read from content.
-IMAGE_EXTENSIONS = frozenset(
-    b".jpg .jpeg .jpe .jfif .png .apng .gif .webp .bmp .dib .tif .tiff .heic .heif .avif "
-    b".jp2 .j2k .jpx .ppm .pgm .pbm .pnm .tga .ico".split()
-)
+from ..formats import is_candidate_name, sniff_file
+
 #: Folders that hold caches, thumbnails or trash rather than photos (hidden ones are skipped anyway).
 JUNK_DIRS = frozenset(
     [
@@ -38,9 +38,11 @@ class FileStat:
     mtime_ns: int
 
 
-def is_candidate(name: bytes) -> bool:
-    """A visible file with an image extension."""
-    return not name.startswith(b".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def is_candidate(path: bytes) -> bool:
+    """A visible file with an extension an installed decoder reads, or with no extension and a picture's
+    first bytes. Any other extension is taken at its word (a .mov or .json is not opened)."""
+    verdict = is_candidate_name(os.path.basename(path))
+    return sniff_file(path) if verdict is None else verdict
 
 
 def walk(root: bytes, on_error: Callable[[bytes, OSError], None] | None = None) -> Iterator[FileStat]:
@@ -73,7 +75,7 @@ def walk(root: bytes, on_error: Callable[[bytes, OSError], None] | None = None) 
             if is_dir:
                 if name not in JUNK_DIRS:
                     subfolders.append(entry.path)
-            elif is_candidate(name):
+            elif is_candidate(entry.path):
                 try:
                     est = entry.stat()  # follows symlinks; a broken link raises and is skipped
                 except OSError:

@@ -5,6 +5,10 @@ edited copies) are pairs whose stored vectors have a cosine of at least the thre
 search. Pairs chain into groups (single linkage): a~b and b~c make one group even when a and c are further
 apart. Nothing is encoded, so the model is never loaded.
 
+Every group names its sets of byte-identical files (`exact`), also inside a near group, and keeps the links
+that join it (`links`: its maximum spanning tree, strongest first), so a caller can show why two images
+are in one group. `exact_groups` turns the groups into the byte-identical sets alone.
+
 numpy and faiss are imported only when groups are searched for, so the CLI can show DEFAULT_THRESHOLD in
 its help without them.
 """
@@ -12,10 +16,12 @@ its help without them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from .pairs import paired
 
 if TYPE_CHECKING:
     import faiss
@@ -31,26 +37,74 @@ _QUERY_BATCH = 1024  # query vectors per range search, so memory stays bounded h
 _ROUNDING = 1e-6  # float32 cosines of identical unit vectors land just under 1.0
 
 
+def _same(path: str) -> str:
+    return path
+
+
+@dataclass(frozen=True)
+class Link:
+    """Two images of a group joined directly: `exact` when they have the same bytes (score 1.0), else
+    their vectors' cosine, at least the threshold. `paths` are in path order."""
+
+    paths: tuple[str, str]
+    score: float
+    exact: bool
+
+    def to_dict(self, show: Callable[[str], str] = _same) -> dict[str, object]:
+        return {"paths": [show(p) for p in self.paths], "score": round(self.score, 6), "exact": self.exact}
+
+
 @dataclass(frozen=True)
 class DuplicateGroup:
     """Images that are copies of one another, in path order.
 
-    `kind` is "exact" when every file has the same bytes, else "near" (a near group may also contain
-    byte-identical files; they are not marked apart). `score` is the group's weakest link: the group stays
-    whole at every threshold up to it; 1.0 for an exact group.
+    `kind` is "exact" when every file has the same bytes, else "near". `score` is the group's weakest link:
+    the group stays whole at every threshold up to it; 1.0 for an exact group. `exact` lists every set of
+    byte-identical files in the group (largest first; the whole group when its kind is "exact"), so exact
+    copies are named also inside a near group. `links` are the links that join the group, strongest first:
+    the maximum spanning tree of its pairs (len(paths) - 1 of them), the weakest of which is `score`.
     """
 
     kind: str
     score: float
     paths: list[str]
+    exact: list[list[str]] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
 
     @property
     def raw_paths(self) -> list[bytes]:
         """The paths as the file system spells them (bytes), for names that are not valid UTF-8."""
         return [os.fsencode(p) for p in self.paths]
 
-    def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "score": round(self.score, 6), "paths": self.paths}
+    def to_dict(self, links: bool = False, show: Callable[[str], str] = _same) -> dict[str, object]:
+        """kind, score, paths and exact; with `links`, the links too. `show` rewrites every path (for
+        display)."""
+        item: dict[str, object] = {
+            "kind": self.kind,
+            "score": round(self.score, 6),
+            "paths": [show(p) for p in self.paths],
+            "exact": [[show(p) for p in copies] for copies in self.exact],
+        }
+        if links:
+            item["links"] = [link.to_dict(show) for link in self.links]
+        return item
+
+
+def exact_groups(groups: Iterable[DuplicateGroup]) -> list[DuplicateGroup]:
+    """Every set of byte-identical files among `groups`, each as an "exact" group of its own with its exact
+    links, largest first: the answer to "which files have the same bytes?", whatever the threshold."""
+    found = []
+    for group in groups:
+        for copies in group.exact:
+            members = set(copies)
+            links = [link for link in group.links if link.exact and members.issuperset(link.paths)]
+            found.append(DuplicateGroup("exact", 1.0, copies, [copies], links))
+    return sorted(found, key=_order)
+
+
+def _order(group: DuplicateGroup) -> tuple[int, float, bytes]:
+    """Largest first, then the closest copies first, then by path."""
+    return -len(group.paths), -group.score, group.raw_paths[0]
 
 
 def check_threshold(threshold: float) -> None:
@@ -71,21 +125,52 @@ def find_duplicates(
     held = faiss.vector_to_array(index.id_map)
     # Only ids both stores know: a writer may have committed between reading one and the other.
     ids = np.intersect1d(held, np.fromiter(files, dtype=np.int64, count=len(files)))
+    paths = [files[i][0] for i in ids.tolist()]
     hashes = [files[i][1] for i in ids.tolist()]
     links = [_exact_links(hashes)]
-    links += _near_links(index, ids, threshold, restrict=len(ids) < len(held))
+    links += [_not_paired(part, paths) for part in _near_links(index, ids, threshold, len(ids) < len(held))]
     scores, left, right = (np.concatenate(parts) for parts in zip(*links, strict=True))
-    groups = []
-    for members, score in _connect(scores, left, right):
-        paths = sorted(files[int(ids[m])][0] for m in members)
-        exact = len({hashes[m] for m in members}) == 1
-        groups.append(
-            DuplicateGroup(
-                "exact" if exact else "near", 1.0 if exact else score, [os.fsdecode(p) for p in paths]
-            )
-        )
-    groups.sort(key=lambda g: (-len(g.paths), -g.score, g.raw_paths[0]))
-    return groups
+    groups = [_group(members, tree, paths, hashes) for members, tree in _connect(scores, left, right)]
+    return sorted(groups, key=_order)
+
+
+def _not_paired(
+    links: tuple[np.ndarray, np.ndarray, np.ndarray], paths: list[bytes]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The links that do not join two files of one RAW+JPEG photo (see imgsearch.search.pairs): such files
+    are one photo, not copies of it."""
+    import numpy as np
+
+    scores, left, right = links
+    keep = np.array(
+        [not paired(paths[a], paths[b]) for a, b in zip(left.tolist(), right.tolist(), strict=True)],
+        dtype=bool,
+    )
+    return scores[keep], left[keep], right[keep]
+
+
+def _group(
+    members: list[int], tree: list[tuple[float, int, int]], paths: list[bytes], hashes: list[bytes]
+) -> DuplicateGroup:
+    """The group of these positions (of `paths` and `hashes`), joined by the links of `tree`."""
+    by_hash: dict[bytes, list[bytes]] = {}
+    for m in sorted(members, key=paths.__getitem__):
+        by_hash.setdefault(hashes[m], []).append(paths[m])
+    exact = sorted((copies for copies in by_hash.values() if len(copies) > 1), key=lambda c: (-len(c), c))
+    links = []
+    for score, a, b in tree:
+        same = hashes[a] == hashes[b]
+        first, second = sorted((paths[a], paths[b]))
+        links.append(Link((os.fsdecode(first), os.fsdecode(second)), 1.0 if same else score, same))
+    links.sort(key=lambda link: (not link.exact, -link.score, [os.fsencode(p) for p in link.paths]))
+    kind = "exact" if len(by_hash) == 1 else "near"
+    return DuplicateGroup(
+        kind,
+        min(link.score for link in links),  # the weakest link: 1.0 for an exact group
+        [os.fsdecode(p) for p in sorted(paths[m] for m in members)],
+        [[os.fsdecode(p) for p in copies] for copies in exact],
+        links,
+    )
 
 
 def _exact_links(hashes: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,16 +216,18 @@ def _near_links(
     return links
 
 
-def _connect(scores: np.ndarray, left: np.ndarray, right: np.ndarray) -> list[tuple[list[int], float]]:
-    """Connected groups of linked positions (union-find), each with its weakest link.
+def _connect(
+    scores: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> list[tuple[list[int], list[tuple[float, int, int]]]]:
+    """Connected groups of linked positions (union-find), each with the links that joined it.
 
-    Links are joined strongest first (Kruskal's maximum spanning tree), so the link that last joins two
-    parts of a group is the lowest threshold at which the group still holds together.
+    Links are joined strongest first (Kruskal's maximum spanning tree): each group keeps the links that
+    joined two of its parts (score, position, position), strongest first, and the last of them, its
+    weakest, is the lowest threshold at which the group still holds together.
     """
     import numpy as np
 
     parent: dict[int, int] = {}
-    weakest: dict[int, float] = {}
 
     def root(node: int) -> int:
         parent.setdefault(node, node)
@@ -149,14 +236,17 @@ def _connect(scores: np.ndarray, left: np.ndarray, right: np.ndarray) -> list[tu
             node = parent[node]
         return node
 
+    tree = []
     order = np.argsort(-scores, kind="stable")
     for score, a, b in zip(scores[order].tolist(), left[order].tolist(), right[order].tolist(), strict=True):
         root_a, root_b = root(a), root(b)
         if root_a != root_b:
             parent[root_b] = root_a
-            weakest[root_a] = score
-            weakest.pop(root_b, None)
+            tree.append((score, a, b))
     members: dict[int, list[int]] = {}
     for node in list(parent):
         members.setdefault(root(node), []).append(node)
-    return [(group, weakest[top]) for top, group in members.items()]
+    joined: dict[int, list[tuple[float, int, int]]] = {}
+    for link in tree:
+        joined.setdefault(root(link[1]), []).append(link)
+    return [(group, joined[top]) for top, group in members.items()]

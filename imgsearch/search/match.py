@@ -19,6 +19,7 @@ class Match:
     mtime: float
     taken_at: float | None
     id: int | None = None  # the catalog id, which the HTTP API serves files and thumbnails by
+    siblings: tuple[str, ...] = ()  # the other files of a RAW+JPEG photo (see imgsearch.search.pairs)
 
     @property
     def date(self) -> float:
@@ -41,4 +42,5 @@ class Match:
             "mtime": self.mtime,
             "taken_at": self.taken_at,
             "id": self.id,
+            "siblings": list(self.siblings),
         }

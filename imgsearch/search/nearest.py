@@ -12,6 +12,7 @@ from ..index.scan import absolute
 from ..store.catalog import Catalog, ImageRow
 from ..store.vectors import VectorIndex
 from .match import Match
+from .pairs import one_per_photo, siblings
 from .query import Filters
 
 
@@ -38,20 +39,33 @@ def nearest(
     min_score: float | None = None,
     sort: str = "score",
 ) -> list[Match]:
-    """The `top` images nearest to a unit query vector among the `allowed` ids (None: all), best first (or
-    newest first with sort='date'), leaving out the ids in `exclude` and scores below `min_score`."""
-    scores, ids = vectors.search(query, top + len(exclude), allowed)
-    keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if int(i) not in exclude][:top]
+    """The `top` photos nearest to a unit query vector among the `allowed` ids (None: all), best first (or
+    newest first with sort='date'), leaving out the ids in `exclude` (and their RAW+JPEG siblings) and
+    scores below `min_score`. A RAW+JPEG pair is one result (see imgsearch.search.pairs)."""
+    excluded = set(exclude)
+    for group in siblings(catalog, (row.path for row in catalog.rows(exclude).values())).values():
+        excluded.update(file_id for file_id, _ in group)
+    want = top + len(excluded)
+    while True:
+        scores, ids = vectors.search(query, want, allowed)
+        keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if int(i) not in excluded]
+        rows = catalog.rows(i for _, i in keep)
+        ranked = [(score, rows[i]) for score, i in keep if i in rows]
+        grouped = siblings(catalog, (row.path for _, row in ranked))
+        photos = [ranked[p] for p in one_per_photo([row.path for _, row in ranked], grouped)]
+        if len(photos) >= top or len(ids) < want:
+            break
+        want *= 2  # pairs took places: look further for the photos that fill them
+    photos = photos[:top]
     if min_score is not None:
-        keep = [(s, i) for s, i in keep if s >= min_score]
-    rows = catalog.rows(i for _, i in keep)
-    matches = [_match(rows[i], score) for score, i in keep if i in rows]
+        photos = [(s, row) for s, row in photos if s >= min_score]
+    matches = [_match(row, score, grouped.get(row.path, [])) for score, row in photos]
     if sort == "date":
         matches.sort(key=lambda m: m.date, reverse=True)
     return matches
 
 
-def _match(row: ImageRow, score: float) -> Match:
+def _match(row: ImageRow, score: float, others: list[tuple[int, bytes]]) -> Match:
     return Match(
         path=os.fsdecode(row.path),
         score=score,
@@ -62,4 +76,5 @@ def _match(row: ImageRow, score: float) -> Match:
         mtime=row.mtime_ns / 1e9,
         taken_at=row.taken_at,
         id=row.id,
+        siblings=tuple(os.fsdecode(path) for _, path in others),
     )

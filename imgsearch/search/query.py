@@ -18,21 +18,6 @@ if TYPE_CHECKING:  # numpy is imported when a query is combined: terms and filte
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.S)
 
-#: What a user may type for --type, and the Pillow format names stored for such files.
-FORMAT_NAMES = {
-    "jpeg": ("JPEG", "MPO"),
-    "jpg": ("JPEG", "MPO"),
-    "png": ("PNG",),
-    "gif": ("GIF",),
-    "webp": ("WEBP",),
-    "heic": ("HEIF",),
-    "heif": ("HEIF",),
-    "avif": ("AVIF",),
-    "tiff": ("TIFF",),
-    "tif": ("TIFF",),
-    "bmp": ("BMP",),
-}
-
 
 @dataclass(frozen=True)
 class Term:
@@ -95,10 +80,13 @@ class Filters:
 
     @staticmethod
     def formats_for(names: list[str]) -> tuple[str, ...]:
-        """Pillow format names for what a user typed ('jpg', 'png,webp')."""
+        """Stored format names for what a user typed ('jpg', 'png,webp', 'raw', 'cr2')."""
+        from ..formats import type_names  # reads the installed decoders: only when a type is asked for
+
+        known = type_names()
         out: list[str] = []
         for name in (n.strip().lower() for part in names for n in part.split(",")):
-            if name not in FORMAT_NAMES:
-                raise UsageError(f"unknown file type {name!r}; known: {', '.join(sorted(FORMAT_NAMES))}")
-            out.extend(FORMAT_NAMES[name])
+            if name not in known:
+                raise UsageError(f"unknown file type {name!r}; known: {', '.join(known)}")
+            out.extend(known[name])
         return tuple(dict.fromkeys(out))

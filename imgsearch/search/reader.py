@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DecodeError, IndexNotFound, UsageError
+from ..formats import decoders
 from ..index.scan import absolute
 from ..model.runtime import ModelRuntime
 from ..model.specs import ModelSpec, model_for
@@ -50,6 +51,8 @@ class Status:
     vectors_file: str | None
     search_index: str | None  # 'exact' or the approximate index's shape (see imgsearch.store.ann)
     disk_bytes: int
+    formats: dict[str, int]  # indexed files per stored format name (JPEG, CR2 ...)
+    decoders: dict[str, str]  # what reads the files here, with versions (see imgsearch.formats)
 
     def to_dict(self) -> dict[str, object]:
         out = dict(self.__dict__)
@@ -158,6 +161,8 @@ class Reader:
                 vectors_file=str(vfile) if vfile.exists() else None,
                 search_index=describe_file(vfile) if vfile.exists() else None,
                 disk_bytes=disk,
+                formats=catalog.counts_by_format(),
+                decoders=decoders(),
             )
         finally:
             catalog.close()

@@ -47,17 +47,17 @@ from ..errors import (
 )
 from ..index.scan import under
 from ..library import Library
-from ..search.duplicates import DEFAULT_THRESHOLD
+from ..search.duplicates import DEFAULT_THRESHOLD, exact_groups
 from ..search.query import Term, split_weight
 from ..store.catalog import Catalog, ImageRow
-from .thumbnails import SIZES, ChangedOnDisk, thumbnail
+from .thumbnails import BROWSER_FORMATS, SIZES, ChangedOnDisk, rendered, thumbnail
 from .wire import (
-    FORMAT_CHOICES,
     MAX_OFFSET,
     MAX_PIXELS,
     MAX_RESULTS,
     NOT_BLANK,
     WEIGHTED_TEXT,
+    format_choices,
     query_from_json,
     results_to_json,
 )
@@ -70,17 +70,6 @@ STATIC = resources.files("imgsearch.serve") / "static"
 ID_RANGE = (-(2**63), 2**63 - 1)
 _log = logging.getLogger("imgsearch")
 _UNAVAILABLE = (IndexNotFound, IndexBusy, ModelMismatch, ModelUnavailable, SchemaTooNew, IndexReadOnly)
-_MEDIA_TYPES = {
-    "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "AVIF": "image/avif",
-    "HEIF": "image/heif",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-}
 
 
 # -- request and response shapes (they make the OpenAPI spec; imgsearch.serve.wire does the checking) ---
@@ -100,7 +89,7 @@ def _integral(value: object) -> object:
 _Integer = Annotated[int, BeforeValidator(_integral)]
 #: A pixel count of a filter; the bounds come first, so that the spec states them.
 _Pixels = Annotated[int, Field(ge=1, le=MAX_PIXELS), BeforeValidator(_integral)]
-_Format = Annotated[str, Field(json_schema_extra={"enum": list(FORMAT_CHOICES)})]
+_Format = Annotated[str, Field(json_schema_extra={"enum": list(format_choices())})]
 #: A label of the `labels` filter: a blank one is always refused (one in label_set only with `labels`).
 _Label = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK})]
 _LABELS = (
@@ -141,7 +130,9 @@ class FiltersIn(BaseModel):
     before: float | None = Field(None, description="Unix time, exclusive.")
     min_width: _Pixels | None = None
     min_height: _Pixels | None = None
-    formats: list[_Format] | None = Field(None, description="File types (jpg, PNG) or Pillow names (MPO).")
+    formats: list[_Format] | None = Field(
+        None, description="File types (jpg, PNG, cr2, raw) or stored format names (MPO, CR2)."
+    )
     labels: list[_Label] | None = Field(None, description="Best zero-shot label is one of these. " + _LABELS)
     label_set: list[str] | None = Field(None, description="...compared against these labels.")
 
@@ -179,6 +170,10 @@ class MatchOut(BaseModel):
     mtime: float
     taken_at: float | None
     id: int | None
+    siblings: list[str] = Field(
+        [],
+        description="The other files of a RAW+JPEG photo (same folder, same name), shown once as this one.",
+    )
     path_bytes: str | None = Field(
         None,
         description="Only for a name that is not valid UTF-8 (`path` then shows backslash escapes): "
@@ -321,12 +316,19 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
     @app.get("/api/duplicates", summary="Groups of copies, exact and near")
     def duplicates(
         under: str | None = None,
-        threshold: float = Query(DEFAULT_THRESHOLD, gt=0, le=1, description="Least cosine of near copies."),
+        threshold: float = Query(
+            DEFAULT_THRESHOLD, gt=0, le=1, description="Least cosine of near copies (not used with `exact`)."
+        ),
+        exact: bool = Query(False, description="Only the sets of byte-identical files, each a group."),
+        explain: bool = Query(False, description="Each group's `links` too: what joins it, strongest first."),
     ) -> dict[str, object]:
-        """As `imgsearch duplicates --json`: {"groups": [{kind, score, paths}]}."""
+        """As `imgsearch duplicates --json` (with --exact, --explain): {"groups": [{kind, score, paths,
+        exact, links}]}."""
         with lock:
-            groups = library.duplicates(under, threshold)
-        return {"groups": [{**g.to_dict(), "paths": [_display(p) for p in g.paths]} for g in groups]}
+            groups = library.duplicates(under, 1.0 if exact else threshold)
+        if exact:
+            groups = exact_groups(groups)
+        return {"groups": [g.to_dict(links=explain, show=_display) for g in groups]}
 
     @app.get("/api/status", summary="What is indexed, with which model")
     def status() -> dict[str, object]:
@@ -336,10 +338,21 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         return {**info, "version": __version__}
 
     @app.get("/api/images/{image_id}/file", response_class=FileResponse, summary="An indexed original")
-    def original(image_id: int) -> FileResponse:
+    def original(image_id: int, download: bool = False) -> FileResponse:
+        """The indexed file, for a browser to show. A format browsers cannot display (camera RAW, PSD, TIFF,
+        HEIC ...) is sent as a JPEG rendering (upright, at most 4096 px), and the response says so in its
+        `X-Rendered-From` header (the file's own format). `download=true` sends the file's bytes as they
+        are, whatever the format, as a download."""
         row, real = indexed_file(image_id)
-        media = _MEDIA_TYPES.get(row.format, "application/octet-stream")
-        return FileResponse(real, media_type=media, headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache"}
+        if download:
+            name = os.path.basename(real)
+            return FileResponse(real, media_type="application/octet-stream", headers=headers, filename=name)
+        media = BROWSER_FORMATS.get(row.format)
+        if media is not None:
+            return FileResponse(real, media_type=media, headers=headers)
+        path = rendered(library.home, real, row.content_hash)
+        return FileResponse(path, media_type="image/jpeg", headers={**headers, "X-Rendered-From": row.format})
 
     @app.get("/api/images/{image_id}/thumbnail", response_class=FileResponse, summary="A cached thumbnail")
     def thumb(image_id: int, size: int = Query(256, json_schema_extra={"enum": list(SIZES)})) -> FileResponse:

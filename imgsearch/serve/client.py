@@ -77,6 +77,7 @@ def _match(item: dict[str, Any]) -> Match:
     raw = item.get("path_bytes")
     if isinstance(raw, str):  # a name that is not UTF-8, sent as its bytes in hex
         known["path"] = os.fsdecode(bytes.fromhex(raw))
+    known["siblings"] = tuple(known.get("siblings", ()))
     return Match(**known)
 
 

@@ -1,4 +1,5 @@
-"""Thumbnails for the web page, made once and kept in <index home>/thumbnails/.
+"""Thumbnails for the web page, and JPEG renderings of originals a browser cannot show (camera RAW, PSD,
+TIFF, HEIC ...), made once and kept in <index home>/thumbnails/.
 
 A thumbnail is named after the content hash of the photo it was made from and its size, so a photo whose
 bytes change (and are re-indexed) gets a new one and the old one is simply never asked for again. The source
@@ -20,15 +21,29 @@ from ..model.preprocess import Preprocess
 
 #: Edge lengths (px) a client may ask for: the grid's and the viewer's.
 SIZES = (128, 256, 512, 1024)
+#: Pillow formats every current browser displays; an original in any other format is served rendered.
+BROWSER_FORMATS = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",  # a JPEG with more pictures after the first
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "AVIF": "image/avif",
+    "BMP": "image/bmp",
+    "ICO": "image/x-icon",
+}
+#: The longer edge of a rendered original at most (a screen's worth; a RAW's preview is about this size).
+RENDERED_EDGE = 4096
 FOLDER = "thumbnails"
 QUALITY = 82
+RENDERED_QUALITY = 90
 
 
 class ChangedOnDisk(ImgsearchError):
     """The file's bytes are no longer the ones indexed."""
 
 
-def thumbnail_path(home: Path, content_hash: bytes, size: int) -> Path:
+def thumbnail_path(home: Path, content_hash: bytes, size: int | str) -> Path:
     name = content_hash.hex()
     return home / FOLDER / name[:2] / f"{name}-{size}.jpg"
 
@@ -36,22 +51,36 @@ def thumbnail_path(home: Path, content_hash: bytes, size: int) -> Path:
 def thumbnail(home: Path, source: str | bytes, content_hash: bytes, size: int) -> Path:
     """The cached thumbnail of `source` (whose indexed content hash is `content_hash`), made if missing.
 
-    Decoding goes through imgsearch.index.decode (decompression-bomb cap, EXIF orientation, JPEG draft mode).
-    Raises DecodeError for an unreadable image and ChangedOnDisk when the bytes no longer match.
+    Decoding goes through imgsearch.index.decode (decompression-bomb cap, EXIF orientation, JPEG draft
+    mode, RAW previews). Raises DecodeError for an unreadable image and ChangedOnDisk when the bytes no
+    longer match.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}")
-    path = thumbnail_path(home, content_hash, size)
+    return _cached(home, source, content_hash, size, size, QUALITY)
+
+
+def rendered(home: Path, source: str | bytes, content_hash: bytes) -> Path:
+    """The cached JPEG rendering of an original a browser cannot show, upright, at most RENDERED_EDGE px."""
+    return _cached(home, source, content_hash, "full", None, RENDERED_QUALITY)
+
+
+def _cached(
+    home: Path, source: str | bytes, content_hash: bytes, label: int | str, size: int | None, quality: int
+) -> Path:
+    path = thumbnail_path(home, content_hash, label)
     if path.exists():
         return path
     with open(source, "rb") as f:
         data = f.read()
     if hash_bytes(data) != content_hash:
         raise ChangedOnDisk("the file changed since it was indexed; re-index it (or run `imgsearch watch`)")
-    image = open_upright_rgb(data, Preprocess(size, size))[0]
-    image.thumbnail((size, size))
+    prep = Preprocess(size, size) if size is not None else None
+    image = open_upright_rgb(data, prep, name=source)[0]
+    edge = size or RENDERED_EDGE
+    image.thumbnail((edge, edge))
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=QUALITY, optimize=True)
+    image.save(out, "JPEG", quality=quality, optimize=True)
     _write_atomically(path, out.getvalue())
     return path
 

@@ -9,6 +9,7 @@ Imports neither numpy nor torch nor the web framework, so a command-line client 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..search.query import FORMAT_NAMES, Filters, Term
+from ..search.query import Filters, Term
 
 if TYPE_CHECKING:
     from ..search.match import Match
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 _QUERY_KEYS = {"terms", "top", "offset", "filters", "min_score", "sort"}
 _TERM_KEYS = {"kind", "value", "weight"}
 _FILTER_FIELDS = {f.name: f for f in fields(Filters)}
-_PILLOW_FORMATS = {name for names in FORMAT_NAMES.values() for name in names}
 #: The most results one answer may hold (`top`): a page of thumbnails, not a dump of the index.
 MAX_RESULTS = 10_000
 #: The most results a page may skip (`offset`). Each limit stands alone, so a spec can state it.
@@ -32,8 +32,6 @@ MAX_OFFSET = 10_000
 #: The most pixels a min_width or min_height filter may name: no image comes near, and unlike SQLite's
 #: largest integer, a double (as the spec states its bounds) holds it exactly.
 MAX_PIXELS = 2**31 - 1
-#: What a `formats` item may be: a file type in lower or upper case (jpg, JPG) or a Pillow format name (MPO).
-FORMAT_CHOICES = tuple(sorted({*FORMAT_NAMES, *(name.upper() for name in FORMAT_NAMES), *_PILLOW_FORMATS}))
 #: The characters str.strip() removes (str.isspace()), spelled out: every regex engine reads them alike.
 _BLANK = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 #: A regex (JSON Schema `pattern`, a search) for a text that is not empty once spaces are stripped.
@@ -123,6 +121,7 @@ def match_to_json(match: Match) -> dict[str, object]:
     except UnicodeEncodeError:
         item["path"] = os.fsencode(match.path).decode("utf-8", "backslashreplace")
         item["path_bytes"] = os.fsencode(match.path).hex()  # the exact name, for programs that open it
+    item["siblings"] = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in match.siblings]
     return item
 
 
@@ -145,13 +144,25 @@ def _term(data: object) -> Term:
     raise UsageError(f"a term's kind is 'text' or 'image', not {kind!r}")
 
 
+@functools.cache
+def format_choices() -> tuple[str, ...]:
+    """What a `formats` item may be: a file type in lower or upper case (jpg, JPG, cr2, raw) or a stored
+    format name (MPO, CR2). Read from the installed decoders, so only a server (which decodes) asks."""
+    from ..formats import stored_format_names, type_names
+
+    types = type_names()
+    return tuple(sorted({*types, *(name.upper() for name in types), *stored_format_names()}))
+
+
 def _formats(names: list[str]) -> tuple[str, ...]:
-    """Pillow format names ('JPEG') pass as they are; a file type ('jpg', 'JPG') is translated."""
+    """Stored format names ('JPEG') pass as they are; a file type ('jpg', 'JPG') is translated."""
+    from ..formats import stored_format_names
+
     out: list[str] = []
     for name in names:
-        if name not in FORMAT_CHOICES:
-            raise UsageError(f"unknown file type {name!r}; known: {', '.join(FORMAT_CHOICES)}")
-        out.extend([name] if name in _PILLOW_FORMATS else Filters.formats_for([name]))
+        if name not in format_choices():
+            raise UsageError(f"unknown file type {name!r}; known: {', '.join(format_choices())}")
+        out.extend([name] if name in stored_format_names() else Filters.formats_for([name]))
     return tuple(dict.fromkeys(out))
 
 

@@ -20,7 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 
 from ..errors import ImgsearchError, IndexNotFound, IndexReadOnly, IndexWriteError, SchemaTooNew
@@ -266,6 +278,24 @@ class Catalog:
     def count(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+    def ids_with_prefixes(self, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
+        """(id, path) of every file whose path starts with one of `prefixes` (each an index range)."""
+        if not prefixes:
+            return []
+        ranges = [and_(images.c.path >= p, images.c.path < _after_prefix(p)) for p in prefixes]
+        with self._read() as conn:
+            return [
+                (int(r.id), bytes(r.path))
+                for r in conn.execute(select(images.c.id, images.c.path).where(or_(*ranges)))
+            ]
+
+    def counts_by_format(self) -> dict[str, int]:
+        """Indexed files per stored format name, most common first."""
+        with self._read() as conn:
+            n = func.count().label("n")
+            result = conn.execute(select(images.c.format, n).group_by(images.c.format).order_by(n.desc()))
+            return {r.format: int(r.n) for r in result}
 
     def rows(self, ids: Iterable[int]) -> dict[int, ImageRow]:
         wanted = [int(i) for i in ids]
@@ -524,3 +554,8 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("sqlite_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _after_prefix(prefix: bytes) -> bytes:
+    """The smallest byte string above every string that starts with `prefix` (which ends below 0xff)."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])

@@ -20,7 +20,8 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
-from ..index.scan import JUNK_DIRS, is_candidate, under
+from ..formats import is_candidate_name
+from ..index.scan import JUNK_DIRS, under
 
 #: Event kinds that can change what is indexed; opened, closed-without-writing and attrib (atime, our own
 #: reads) never do.
@@ -54,7 +55,8 @@ def wanted(path: bytes, roots: Sequence[bytes], is_directory: bool) -> bool:
     if is_directory:
         return True
     name = parts[-1] if parts else b""
-    return is_candidate(name) and not is_temp(name)
+    # a name with no extension may be a picture (its bytes tell, when the batch is indexed)
+    return is_candidate_name(name) is not False and not is_temp(name)
 
 
 def touched(event: FileSystemEvent, roots: Sequence[bytes]) -> list[bytes]:
