@@ -55,7 +55,8 @@ def test_junk_folders_are_skipped(tmp_path: Path, junk: str):
 def test_image_extensions_in_any_case(tmp_path: Path):
     names = ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.HEIC", "g.tiff", "h.gif"]
     names += ["raw.CR2", "i.dng", "j.NEF", "k.mpo", "l.psd", "m.qoi", "n.FITS", "o.pcx", "p.xpm", "q.dds"]
-    for name in [*names, "notes.txt", "clip.mp4", "doc.pdf", "film.mpg", "photo.jpg.part", "jpg", "no-extension"]:
+    others = ["notes.txt", "clip.mp4", "doc.pdf", "film.mpg", "photo.jpg.part", "jpg", "no-extension"]
+    for name in [*names, *others]:
         touch(tmp_path / name)
     assert found(tmp_path) == sorted(os.fsencode(n) for n in names)
 
