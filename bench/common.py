@@ -265,3 +265,86 @@ def imgsearch_command() -> list[str]:
     """The CLI as a new process, as a user runs it (the venv's console script when there is one)."""
     script = Path(sys.executable).with_name("imgsearch")
     return [str(script)] if script.exists() else [sys.executable, "-m", "imgsearch"]
+
+
+#: Camera-like files `make_camera_files` writes: a JPEG as a camera saves it, a DNG with a full-size JPEG
+#: preview (the RAW path that decodes the preview), a DNG without one (the half-size demosaic path).
+CAMERA_KINDS = {"jpeg": ".jpg", "preview": ".dng", "demosaic": ".dng"}
+SAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "sample_photos"
+
+
+def camera_picture(i: int, width: int, height: int) -> Image.Image:
+    """Distinct picture `i` at a sensor's size: sample photo i (mirrored on the second pass through them),
+    cropped to the aspect and upscaled, plus sensor-like noise seeded by `i`, so that no two are alike and
+    a 24 MP JPEG of one is as large as a camera's (about 9 MB at quality 95)."""
+    sources = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
+    with Image.open(sources[i % len(sources)]) as opened:
+        source = opened.convert("RGB")
+    if (i // len(sources)) % 2:
+        source = source.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    w, h = source.size
+    crop_w, crop_h = (
+        (w, round(w * height / width)) if w * height <= h * width else (round(h * width / height), h)
+    )
+    left, top = (w - crop_w) // 2, (h - crop_h) // 2
+    big = source.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.BICUBIC)
+    rng = np.random.default_rng(i)
+    noisy = np.asarray(big).astype(np.int16) + rng.integers(-9, 10, (height, width, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def make_camera_files(
+    folder: Path, count: int, width: int, height: int, kinds: Sequence[str]
+) -> dict[str, list[Path]]:
+    """`count` distinct `camera_picture`s as each of `kinds` (CAMERA_KINDS), each kind in its own subfolder
+    of `folder`; DNGs by tests/formats.py's `write_dng` (an RGGB mosaic of the picture, 12 bits; "preview":
+    plus the picture as a full-size JPEG preview, quality 95, 4:2:0, as cameras embed it). The JPEG kind
+    is saved with the preview's settings, so the two decode the same JPEG stream. Made on every core."""
+    for kind in kinds:
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_make_camera_file, [(folder, i, width, height, tuple(kinds)) for i in range(count)]))
+    return {kind: sorted((folder / kind).iterdir()) for kind in kinds}
+
+
+def _make_camera_file(job: tuple[Path, int, int, int, tuple[str, ...]]) -> None:
+    folder, i, width, height, kinds = job
+    sys.path.insert(0, str(SAMPLE_PHOTOS.parent))  # the repository root: tests/formats.py writes DNGs
+    from tests.formats import write_dng
+
+    picture = camera_picture(i, width, height)
+    for kind in kinds:
+        path = folder / kind / f"cam{i:04d}{CAMERA_KINDS[kind]}"
+        if kind == "jpeg":
+            picture.save(path, quality=95, subsampling=2)
+        else:
+            write_dng(path, picture, preview=kind == "preview")
+
+
+def decode_costs(
+    paths: Sequence[Path], prep: object, rounds: int = 1
+) -> tuple[list[tuple[float, float]], list]:
+    """Decode each file `rounds` times through `imgsearch.index.decode.decode_file`, in one spawned process
+    as the indexer's decode workers are (no torch there; LibRaw's OpenMP threads as a worker has them).
+
+    Returns per file its (CPU seconds, wall seconds), each the least over the rounds (CPU: process_time,
+    every thread of that process), and the decoded images of the last round."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_decode_costs, [str(p) for p in paths], prep, rounds).result()
+
+
+def _decode_costs(paths: list[str], prep: object, rounds: int) -> tuple[list[tuple[float, float]], list]:
+    from imgsearch.index.decode import decode_file
+
+    best = [(float("inf"), float("inf"))] * len(paths)
+    decoded: list = []
+    for _ in range(rounds):
+        decoded = []
+        for k, path in enumerate(paths):
+            cpu, wall = time.process_time(), time.perf_counter()
+            decoded.append(decode_file(path, prep))  # type: ignore[arg-type]
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            best[k] = (min(best[k][0], cpu), min(best[k][1], wall))
+    return best, decoded

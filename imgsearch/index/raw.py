@@ -10,13 +10,18 @@ LibRaw's metadata.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image
 
 from ..errors import DecodeError
 
+#: Whether LibRaw's own messages are silenced (see `silence_libraw`).
+_SILENT = False
 #: LibRaw's flip (bit 4 transpose, bit 2 flip vertically, bit 1 flip horizontally) as an EXIF orientation.
 _FLIP_TO_ORIENTATION = {0: 1, 1: 2, 3: 3, 2: 4, 4: 5, 6: 6, 7: 7, 5: 8}
 
@@ -32,13 +37,36 @@ class RawPicture:
     taken_at: float | None
 
 
+def silence_libraw() -> None:
+    """Send LibRaw's own messages to /dev/null in this process: it writes "unknown file: Unexpected end of
+    file" to stderr, naming no file, while the decode error already says it on the file's own line. Only
+    for single-threaded decode workers: it swaps file descriptor 2 for the length of each decode."""
+    global _SILENT
+    _SILENT = True
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    if not _SILENT:
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def open_raw(data: bytes, fmt: str, min_edge: int | None, max_pixels: int) -> RawPicture:
     """Open a RAW file's bytes: the preview if its shorter edge reaches `min_edge` (None: half the sensor's),
     else a half-size demosaic. Every failure is a DecodeError."""
     import rawpy
 
     try:
-        with rawpy.imread(io.BytesIO(data)) as raw:
+        with _native_stderr_silenced(), rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes
             width, height = sizes.width, sizes.height
             if width * height > max_pixels:
@@ -54,6 +82,10 @@ def open_raw(data: bytes, fmt: str, min_edge: int | None, max_pixels: int) -> Ra
         raise
     except rawpy.LibRawFileUnsupportedError as e:
         raise DecodeError(f"not a {fmt} file LibRaw can read ({_reason(e)})") from e
+    except rawpy.LibRawIOError as e:
+        raise DecodeError(
+            f"broken {fmt} file: its data ends early or cannot be read (LibRaw: {_reason(e)})"
+        ) from e
     except rawpy.LibRawError as e:
         raise DecodeError(f"broken {fmt} file: {_reason(e)}") from e
     except (OSError, ValueError, MemoryError) as e:

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 from ..errors import DecodeError
 from ..model.preprocess import Preprocess
 from .decode import DecodedImage, decode_file
+from .raw import silence_libraw
 
 #: A file whose decoding takes longer than this is abandoned (its worker is ended) and reported as bad.
 DECODE_TIME_LIMIT_S = 60
@@ -45,11 +46,11 @@ def decode_job(path: bytes, prep: Preprocess) -> DecodedImage | str | None:
 
 
 def _pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, context, initializer=_die_with_parent, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(os.getpid(),))
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: on Linux, end with the indexing process even when it is killed with SIGKILL
+def _start_worker(parent: int) -> None:
+    """Worker initializer. On Linux, end with the indexing process even when it is killed with SIGKILL
     (idle pool workers otherwise outlive it; `imgsearch watch` may be stopped that way)."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -59,6 +60,7 @@ def _die_with_parent(parent: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(0)
+    silence_libraw()  # its messages name no file; each failure is reported on the file's own line
 
 
 def _guarded(
