@@ -328,7 +328,8 @@ def decode_costs(
     as the indexer's decode workers are (no torch there; LibRaw's OpenMP threads as a worker has them).
 
     Returns per file its (CPU seconds, wall seconds), each the least over the rounds (CPU: process_time,
-    every thread of that process), and the decoded images of the last round."""
+    every thread of that process), and the decoded images of the last round. The first file is decoded
+    once before the timing, as a worker pays for importing its decoders once."""
     import multiprocessing
 
     with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
@@ -340,6 +341,8 @@ def _decode_costs(paths: list[str], prep: object, rounds: int) -> tuple[list[tup
 
     best = [(float("inf"), float("inf"))] * len(paths)
     decoded: list = []
+    if paths:  # a worker imports its decoders (rawpy, Pillow's plugins) once, for its first file
+        decode_file(paths[0], prep)  # type: ignore[arg-type]
     for _ in range(rounds):
         decoded = []
         for k, path in enumerate(paths):

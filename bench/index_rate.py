@@ -1,15 +1,20 @@
 """Indexing throughput against the pipeline limit, in one run, with a real architecture and random weights.
 
     python bench/index_rate.py [--model ViT-B-32] [--count 96] [--size 1024x768] [--mixed]
-                               [--precision auto] [--json]
+                               [--raw preview|demosaic] [--runs 1] [--precision auto] [--json]
 
 Builds the architecture with random weights into a local-dir folder (speed does not depend on the weights),
 generates photo-like JPEGs (`--mixed`: a tenth become PNG, a tenth WebP, a twentieth HEIC, plus three
-broken files), then measures on this machine:
-  - decode: core-seconds per image of the project's own decode path (one process);
+broken files; `--raw`: camera RAW instead, COUNT distinct DNGs made from the sample photos at the sensor
+size SIZE, each with a full-size JPEG preview (`preview`) or none (`demosaic`: LibRaw's half-size
+demosaic), see `common.make_camera_files`), then measures on this machine:
+  - decode: core-seconds per image of the project's own decode path: the CPU time (every thread: LibRaw's
+    OpenMP ones too) of one spawned process decoding a sample, as the indexer's decode workers do;
   - encode: seconds per image of batched inference (all threads), i.e. the encoder-only rate;
   - the pipeline limit: cores / (decode core-s + encode core-s), where encode core-s = encode s x cores;
-  - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included);
+  - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included), and the
+    seconds of its hashing phase before it (every new file is read and hashed once in the parent);
+  - RUNS times each of these three (each run a new index), for the median and the least ratio;
   - memory: peak RSS of a separate `imgsearch index` process with its decode workers, summed.
 Every encoding runs in `--precision` (the index numerics; auto: bf16 on a CPU with AVX512-BF16 or AMX-BF16,
 else fp32; see imgsearch.model.numerics).
@@ -18,6 +23,7 @@ else fp32; see imgsearch.model.numerics).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -33,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TreeMemory, imgsearch_command, make_model, make_photos
+from common import TreeMemory, decode_costs, imgsearch_command, make_camera_files, make_model, make_photos
 
 BROKEN = 3
 
@@ -66,44 +72,63 @@ def measure(
     memory: bool,
     work: Path,
     precision: str = "auto",
+    raw: str | None = None,
+    runs: int = 1,
 ) -> dict[str, object]:
-    from imgsearch.index.decode import decode_file
     from imgsearch.model.encoder import Encoder
     from imgsearch.model.specs import parse_model_spec
 
     cores = os.cpu_count() or 1
     spec = make_model(model, work / "model")
     photos = work / "photos"
-    make_photos(photos, count, width, height)
-    if mixed:
-        mix_formats(photos)
+    if raw is not None:
+        make_camera_files(work, count, width, height, [raw])
+        photos = work / raw
+    else:
+        make_photos(photos, count, width, height)
+        if mixed:
+            mix_formats(photos)
     files = sorted(p for p in photos.iterdir() if not p.name.startswith("broken"))
     formats: dict[str, int] = {}
     for path in files:
         formats[path.suffix] = formats.get(path.suffix, 0) + 1
+    distinct = len({hashlib.blake2b(path.read_bytes(), digest_size=16).digest() for path in files})
 
     encoder = Encoder.load(parse_model_spec(spec), device=device, precision=precision)
-    sample = files[:: max(1, len(files) // 32)][:32]
-    started = time.perf_counter()
-    decoded = [decode_file(str(f), encoder.preprocess) for f in sample]
-    decode_s = (time.perf_counter() - started) / len(sample)
-    batch = np.stack([d.pixels for d in (decoded * 8)[: encoder.runtime.batch_size]])
-    encoder.embed_pixels(batch)  # warm-up
-    started, done = time.perf_counter(), 0
-    while time.perf_counter() - started < 8:
-        encoder.embed_pixels(batch)
-        done += len(batch)
-    encode_s = (time.perf_counter() - started) / done
-    if encoder.runtime.device == "cpu":  # decoding and inference share the cores
-        limit = cores / (decode_s + encode_s * cores)
-    else:  # the accelerator encodes while every core decodes: the slower of the two sets the pace
-        limit = min(cores / decode_s, 1 / encode_s)
+    sample = files[:: max(1, len(files) // 32)][: 12 if raw else 32]
     numerics = f"{encoder.runtime.device} {encoder.runtime.precision}, batch {encoder.runtime.batch_size}"
+    rounds: list[dict[str, float]] = []
+    report: Any = None
+    for run in range(runs):
+        costs, decoded = decode_costs(sample, encoder.preprocess)
+        decode_s = sum(cpu for cpu, _ in costs) / len(costs)
+        decode_wall_s = sum(wall for _, wall in costs) / len(costs)
+        batch = np.stack([d.pixels for d in (decoded * 8)[: encoder.runtime.batch_size]])
+        encoder.embed_pixels(batch)  # warm-up
+        started, done = time.perf_counter(), 0
+        while time.perf_counter() - started < 8:
+            encoder.embed_pixels(batch)
+            done += len(batch)
+        encode_s = (time.perf_counter() - started) / done
+        if encoder.runtime.device == "cpu":  # decoding and inference share the cores
+            limit = cores / (decode_s + encode_s * cores)
+        else:  # the accelerator encodes while every core decodes: the slower of the two sets the pace
+            limit = min(cores / decode_s, 1 / encode_s)
+        rate, report, hash_s = index_phases(spec, photos, work / f"home{run or ''}", device, precision)
+        if report.encoded != len(files) or (mixed and report.failed != BROKEN):
+            raise RuntimeError(f"unexpected index result: {report.summary()}")
+        rounds.append(
+            {
+                "decode_ms": decode_s * 1000,
+                "decode_wall_ms": decode_wall_s * 1000,
+                "encoder_img_s": 1 / encode_s,
+                "limit_img_s": limit,
+                "index_img_s": rate,
+                "ratio": rate / limit,
+                "hash_s": hash_s,
+            }
+        )
     del encoder
-
-    rate, report = index_rate(spec, photos, work / "home", device, precision)
-    if report.encoded != len(files) or (mixed and report.failed != BROKEN):
-        raise RuntimeError(f"unexpected index result: {report.summary()}")
 
     cli_wall, peak_mb, later_peak_mb, exit_code = None, None, None, None
     if memory:  # a first run also makes the text export; a later one, with new photos, does not
@@ -112,19 +137,21 @@ def measure(
         if export.exists():  # made by the in-process run above (unless IMGSEARCH_TEXT_EXPORT=0)
             shutil.copytree(export, later / "text-encoder")
         _, later_peak_mb, _ = cli_index(later, spec, device, photos, precision)
+    middle = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]  # the median run (lower)
     return {
         "model": model,
         "precision": numerics,
         "cores": cores,
         "images": len(files),
+        "distinct": distinct,
         "broken": BROKEN if mixed else 0,
         "formats": formats,
+        "raw": raw,
         "size": f"{width}x{height}",
-        "decode_ms": decode_s * 1000,
-        "encoder_img_s": 1 / encode_s,
-        "limit_img_s": limit,
-        "index_img_s": rate,
-        "ratio": rate / limit,
+        "file_mb": sum(p.stat().st_size for p in files) / len(files) / 1e6,
+        **middle,
+        "ratio_min": min(r["ratio"] for r in rounds),
+        "runs": rounds,
         "summary": report.summary(),
         "cli_wall_s": cli_wall,
         "cli_exit": exit_code,
@@ -138,19 +165,34 @@ def index_rate(
 ) -> tuple[float, Any]:
     """`Library.index` of `photos` into a new index `home`: images per second over its encoding phase
     (importing torch and loading the model excluded), and the IndexReport."""
+    rate, report, _ = index_phases(spec, photos, home, device, precision)
+    return rate, report
+
+
+def index_phases(
+    spec: str, photos: Path, home: Path, device: str, precision: str = "auto"
+) -> tuple[float, Any, float]:
+    """`index_rate`, and the seconds of the hashing phase before the model loads (0 when it had none)."""
     from imgsearch import Library
     from imgsearch.index.events import IndexEvents
 
     class Clock(IndexEvents):
+        hashing, hashed = 0.0, 0.0
+
         def phase(self, name: str, total: int) -> None:
+            if name == "hashing":
+                self.hashing = time.perf_counter()
             self.start = time.perf_counter()
+
+        def loading_model(self, model_id: str) -> None:
+            self.hashed = time.perf_counter() - self.hashing if self.hashing else 0.0
 
         def advance(self, n: int = 1) -> None:
             self.end = time.perf_counter()
 
     clock = Clock()
     report = Library(home, model=spec, device=device, precision=precision).index([photos], events=clock)
-    return report.encoded / (clock.end - clock.start), report
+    return report.encoded / (clock.end - clock.start), report, clock.hashed
 
 
 def cli_index(
@@ -183,11 +225,19 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=96)
     parser.add_argument("--size", default="1024x768")
     parser.add_argument("--mixed", action="store_true", help="some PNG, WebP, HEIC and broken files")
+    parser.add_argument(
+        "--raw",
+        choices=("preview", "demosaic"),
+        help="a corpus of distinct DNGs (SIZE is the sensor's) with a full-size JPEG preview or without one",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="limit and index measured this many times")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16: the index numerics")
     parser.add_argument("--no-memory", action="store_true", help="skip the separate `imgsearch index` run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
+    if args.raw and args.mixed:
+        parser.error("--raw and --mixed are two different corpora")
     width, height = (int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         r = measure(
@@ -200,18 +250,27 @@ def main() -> None:
             not args.no_memory,
             Path(tmp),
             args.precision,
+            args.raw,
+            args.runs,
         )
     if args.json:
         print(json.dumps(r))
         return
     print(
         f"model {r['model']} (random weights), {r['images']} images {r['size']} {r['formats']}, "
-        f"{r['broken']} broken, {r['cores']} cores, {r['precision']}"
+        f"{r['broken']} broken, {r['distinct']} distinct files of {r['file_mb']:.1f} MB on average, "
+        f"{r['cores']} cores, {r['precision']}"
     )
-    print(f"decode + preprocess     {r['decode_ms']:7.1f} ms per image (one core)")
+    print(
+        f"decode + preprocess     {r['decode_ms']:7.1f} ms CPU per image ({r['decode_wall_ms']:.1f} ms wall)"
+    )
     print(f"encoder only            {r['encoder_img_s']:7.1f} img/s")
     print(f"pipeline limit          {r['limit_img_s']:7.1f} img/s")
     print(f"index, encoding phase   {r['index_img_s']:7.1f} img/s  ({r['ratio']:.2f} x the limit)")
+    if len(r["runs"]) > 1:
+        ratios = ", ".join(f"{run['ratio']:.2f}" for run in r["runs"])
+        print(f"                        the median of {len(r['runs'])} runs (ratios {ratios})")
+    print(f"index, hashing phase    {r['hash_s']:7.1f} s")
     print(f"                        {r['summary']}")
     if r["peak_rss_mb"] is not None:
         print(f"imgsearch index (CLI)   {r['cli_wall_s']:7.1f} s wall, peak RSS {r['peak_rss_mb']} MB")

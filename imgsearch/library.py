@@ -161,11 +161,15 @@ class Library:
         return self.reader.ids_with_label(wanted, labels, under, temperature, min_prob)
 
     def duplicates(
-        self, under: str | os.PathLike[str] | None = None, threshold: float = DEFAULT_THRESHOLD
+        self,
+        under: str | os.PathLike[str] | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        exact_only: bool = False,
     ) -> list[DuplicateGroup]:
-        """Groups of exact and near copies, largest first (see imgsearch.search.duplicates); stored vectors
-        and content hashes only: the model is never loaded."""
-        return self.reader.duplicates(under, threshold)
+        """Groups of exact and near copies, largest first (see imgsearch.search.duplicates), or with
+        `exact_only` the sets of byte-identical files alone (no vectors compared); stored vectors and
+        content hashes only: the model is never loaded."""
+        return self.reader.duplicates(under, threshold, exact_only)
 
     # -- model ----------------------------------------------------------------------------------------------
     def model_spec(self) -> ModelSpec:

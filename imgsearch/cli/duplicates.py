@@ -8,7 +8,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, exact_groups
+from ..search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
 from .options import library_options, open_library
 from .output import display_path
 
@@ -60,13 +60,9 @@ def duplicates(
     under it as "exact"; --exact lists every set of byte-identical files and nothing else. --explain
     shows the links that chain each group together. Nothing is re-encoded: stored vectors only.
     """
-    if exact_only:
-        if ctx.get_parameter_source("threshold") is not ParameterSource.DEFAULT:
-            raise click.UsageError("--exact finds byte-identical files: --threshold does not apply")
-        threshold = 1.0  # the fewest near links: exact sets do not depend on them
-    groups = open_library(**options).duplicates(folder, threshold)
-    if exact_only:
-        groups = exact_groups(groups)
+    if exact_only and ctx.get_parameter_source("threshold") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--exact finds byte-identical files: --threshold does not apply")
+    groups = open_library(**options).duplicates(folder, threshold, exact_only)
     for number, group in enumerate(groups):
         if as_json:
             click.echo(json.dumps(group.to_dict(links=explain, show=display_path), ensure_ascii=False))

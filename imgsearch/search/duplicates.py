@@ -113,9 +113,14 @@ def check_threshold(threshold: float) -> None:
 
 
 def find_duplicates(
-    catalog: Catalog, vectors: VectorIndex, threshold: float = DEFAULT_THRESHOLD, under: bytes | None = None
+    catalog: Catalog,
+    vectors: VectorIndex,
+    threshold: float = DEFAULT_THRESHOLD,
+    under: bytes | None = None,
+    exact_only: bool = False,
 ) -> list[DuplicateGroup]:
-    """Every group of duplicates (under a folder), largest first, then the closest copies first."""
+    """Every group of duplicates (under a folder), largest first, then the closest copies first. With
+    `exact_only`, only the sets of byte-identical files: content hashes alone, no vectors compared."""
     import faiss
     import numpy as np
 
@@ -128,7 +133,9 @@ def find_duplicates(
     paths = [files[i][0] for i in ids.tolist()]
     hashes = [files[i][1] for i in ids.tolist()]
     links = [_exact_links(hashes)]
-    links += [_not_paired(part, paths) for part in _near_links(index, ids, threshold, len(ids) < len(held))]
+    if not exact_only:
+        near = _near_links(index, ids, threshold, len(ids) < len(held))
+        links += [_not_paired(part, paths) for part in near]
     scores, left, right = (np.concatenate(parts) for parts in zip(*links, strict=True))
     groups = [_group(members, tree, paths, hashes) for members, tree in _connect(scores, left, right)]
     return sorted(groups, key=_order)

@@ -233,14 +233,17 @@ class Reader:
 
     # -- duplicates -----------------------------------------------------------------------------------------
     def duplicates(
-        self, under: str | os.PathLike[str] | None = None, threshold: float = DEFAULT_THRESHOLD
+        self,
+        under: str | os.PathLike[str] | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        exact_only: bool = False,
     ) -> list[DuplicateGroup]:
         """Groups of byte-identical copies ("exact") and of images whose cosine is at least `threshold`
         ("near"), largest first (see imgsearch.search.duplicates). Stored vectors and content hashes only: the
         model is never loaded."""
         check_threshold(threshold)  # before opening the index: a bad argument is the first thing to hear
         with self.reading() as (catalog, vectors, _spec):
-            return find_duplicates(catalog, vectors, threshold, _folder_bytes(under))
+            return find_duplicates(catalog, vectors, threshold, _folder_bytes(under), exact_only)
 
     def _kept_catalog(self) -> Catalog:
         """The catalog a warm Library keeps open between queries (opening one costs a few milliseconds),

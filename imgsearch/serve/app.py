@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..index.scan import under
 from ..library import Library
-from ..search.duplicates import DEFAULT_THRESHOLD, exact_groups
+from ..search.duplicates import DEFAULT_THRESHOLD
 from ..search.query import Term, split_weight
 from ..store.catalog import Catalog, ImageRow
 from .thumbnails import BROWSER_FORMATS, SIZES, ChangedOnDisk, rendered, thumbnail
@@ -325,9 +325,7 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         """As `imgsearch duplicates --json` (with --exact, --explain): {"groups": [{kind, score, paths,
         exact, links}]}."""
         with lock:
-            groups = library.duplicates(under, 1.0 if exact else threshold)
-        if exact:
-            groups = exact_groups(groups)
+            groups = library.duplicates(under, threshold, exact_only=exact)
         return {"groups": [g.to_dict(links=explain, show=_display) for g in groups]}
 
     @app.get("/api/status", summary="What is indexed, with which model")
