@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 #: Camera RAW extensions LibRaw reads, and the format name stored for each (LibRaw keeps no such list).
 RAW_FORMATS = {
@@ -112,19 +113,22 @@ def sniff(prefix: bytes) -> bool:
 
     Decoders with no signature (TGA, which could match any bytes) are not asked.
     """
-    from PIL import Image
-
-    pillow_formats()  # every plugin imported
-    readable = set(pillow_formats().values())
-    for fmt, (_factory, accept) in Image.OPEN.items():
-        if accept is None or fmt not in readable:
-            continue
+    for accept in _signature_checks():
         try:
             if accept(prefix):
                 return True
         except Exception:  # a plugin's check on bytes it did not expect
             continue
     return False
+
+
+@functools.cache
+def _signature_checks() -> tuple[Callable[[bytes], object], ...]:
+    """The signature check of every decoder in `pillow_formats` that has one."""
+    from PIL import Image
+
+    readable = set(pillow_formats().values())  # every plugin imported
+    return tuple(accept for fmt, (_f, accept) in Image.OPEN.items() if accept is not None and fmt in readable)
 
 
 def sniff_file(path: bytes) -> bool:

@@ -232,6 +232,10 @@ def test_serve_renders_what_a_browser_cannot_show(corpus, tiny_model: str):
     assert "attachment" in original.headers["content-disposition"]
     jpeg = client.get(f"/api/images/{rows['IMG_0001.jpg'][0]}/file")
     assert jpeg.content == (folder / "IMG_0001.jpg").read_bytes() and "x-rendered-from" not in jpeg.headers
+    upload = {"file": ("DSC_0042.dng", (folder / "demosaic.dng").read_bytes())}  # a RAW is known by its name
+    found = client.post("/api/search/image", files=upload, data={"top": "1"})
+    assert found.status_code == 200, found.text
+    assert found.json()["results"][0]["path"] == str(folder / "demosaic.dng")
     for name in ("demosaic.dng", "layered.psd", "extra.fits"):
         thumb = client.get(f"/api/images/{rows[name][0]}/thumbnail", params={"size": 128})
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", name

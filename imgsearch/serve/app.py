@@ -45,6 +45,7 @@ from ..errors import (
     SchemaTooNew,
     UsageError,
 )
+from ..formats import raw_format
 from ..index.scan import under
 from ..library import Library
 from ..search.duplicates import DEFAULT_THRESHOLD
@@ -287,7 +288,10 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         if "top" in extra or "offset" in extra:
             raise UsageError("'top' and 'offset' are form fields of their own, not part of 'query'")
         with tempfile.TemporaryDirectory(prefix="imgsearch-upload-") as tmp:
-            path = os.path.join(tmp, "upload")
+            # a camera RAW is known by its name alone (LibRaw reads it; Pillow would take a CR2 for a TIFF)
+            name = file.filename or ""
+            suffix = os.path.splitext(name)[1].lower() if raw_format(name) else ""
+            path = os.path.join(tmp, "upload" + suffix)
             with open(path, "wb") as out:
                 while chunk := file.file.read(1 << 20):
                     out.write(chunk)
