@@ -38,6 +38,12 @@ class Settings:
     numerics_also: str  # more architectures for the bf16-vs-fp32 speed and fidelity test
     numerics_rounds: tuple[int, int, int]  # (alternated rounds, batches of 16 each, s to wait for quiet)
     numerics_corpus: tuple[int, str, int]  # (count, WxH, runs per precision) for `imgsearch index`
+    raw_decode: tuple[int, str, int] = (6, "6000x4000", 3)  # (pictures, sensor WxH, decodes of each file)
+    raw_corpora: tuple[tuple[int, str, str, int], ...] = (  # (distinct DNGs, sensor WxH, path, runs)
+        (48, "6000x4000", "preview", 3),
+        (24, "6000x4000", "demosaic", 3),
+    )
+    rescan_extras: int = 100_000  # photos; plus a tenth without an extension and a tenth sidecars
 
 
 FULL = Settings(
@@ -55,7 +61,10 @@ FULL = Settings(
     (48, "1024x768", 2),
 )
 SMOKE = Settings(
-    "", ((12, "320x240"),), 300, "300", 1, "2000", "", "300", 20, "", (2, 1, 0), (6, "320x240", 1)
+    *("", ((12, "320x240"),), 300, "300", 1, "2000", "", "300", 20, "", (2, 1, 0), (6, "320x240", 1)),
+    raw_decode=(2, "640x480", 1),
+    raw_corpora=((4, "640x480", "preview", 1), (2, "640x480", "demosaic", 1)),
+    rescan_extras=300,
 )
 
 
@@ -114,6 +123,109 @@ def rescan_section(s: Settings) -> list[str]:
         f"| {r['files']:,} | {r['seconds']:.2f} s | {r['files_per_s']:,.0f} | ≤ 5 s for 100,000"
         + (f": {verdict(r['seconds'], 5.0)} |" if r["files"] == 100_000 else " (not this size) |"),
     ]
+
+
+def raw_decode_section(s: Settings) -> list[str]:
+    count, size, rounds = s.raw_decode
+    r = run_script("raw_decode.py", "--count", str(count), "--size", size, "--rounds", str(rounds))
+    names = {
+        "jpeg": "JPEG, quality 95 (the reference)",
+        "preview": "DNG with a full-size JPEG preview (that JPEG)",
+        "demosaic": "DNG without a preview (half-size demosaic)",
+    }
+    lines = [
+        "### Camera RAW: decode cost per photo",
+        "",
+        f"| {size} file ({r['kinds']['jpeg']['files']} distinct pictures, each as all three) | size "
+        "| CPU per file: min / median | wall: min / median |",
+        "| --- | --- | --- | --- |",
+    ]
+    for kind, k in r["kinds"].items():
+        lines.append(
+            f"| {names[kind]} | {k['file_mb']:.1f} MB | {k['cpu_ms_min']:.0f} / {k['cpu_ms_median']:.0f} ms "
+            f"| {k['wall_ms_min']:.0f} / {k['wall_ms_median']:.0f} ms |"
+        )
+    steps = list(dict.fromkeys([*r["steps"]["preview"], *r["steps"]["demosaic"]]))
+    lines += [
+        "",
+        f"`imgsearch.index.decode.decode_file` into ViT-B-32's input ({r['prep']}; no model runs), in a "
+        "spawned process as the indexer's decode workers are; per file the least of "
+        f"{r['rounds']} decodes, then the min and median over the files; CPU is the process's time on every "
+        "thread (LibRaw's OpenMP ones included). Other processes took "
+        f"{r['others_share']:.0%} of the CPU meanwhile. Where the time goes, the same calls one by one "
+        "(`bench/raw_decode.py` `breakdown`; CPU ms, median over the files):",
+        "",
+        "| step | preview path | demosaic path |",
+        "| --- | --- | --- |",
+    ]
+    for step in steps:
+        cells = [r["steps"][path].get(step) for path in ("preview", "demosaic")]
+        lines.append(f"| {step} | " + " | ".join("" if c is None else f"{c:.0f}" for c in cells) + " |")
+    return lines
+
+
+def raw_index_section(s: Settings) -> list[str]:
+    lines = [
+        "### Indexing camera RAW vs the pipeline limit",
+        "",
+        "| corpus | decode + preprocess, CPU per image (wall) | encoder only | pipeline limit "
+        "| `index`, encoding phase | ratio (target ≥ 0.85): median (least) | hashing phase before it "
+        "| peak RSS, `index` + workers: first run / later runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for count, size, path, runs in s.raw_corpora:
+        r = run_script(
+            "index_rate.py",
+            *("--model", s.model, "--count", str(count), "--size", size, "--raw", path, "--runs", str(runs)),
+        )
+        ratios = ", ".join(f"{run['ratio']:.2f}" for run in r["runs"])
+        lines.append(
+            f"| {r['images']} DNGs {size} ({r['distinct']} distinct, {r['file_mb']:.1f} MB each), "
+            f"{'full-size JPEG preview' if path == 'preview' else 'no preview: demosaic'} "
+            f"| {r['decode_ms']:.0f} ms ({r['decode_wall_ms']:.0f} ms) | {r['encoder_img_s']:.1f} img/s "
+            f"| {r['limit_img_s']:.2f} img/s | {r['index_img_s']:.2f} img/s "
+            f"| {r['ratio']:.2f} ({r['ratio_min']:.2f}) of {len(r['runs'])} runs: {ratios}; "
+            f"{verdict(r['ratio'], 0.85, False)} | {r['hash_s']:.1f} s "
+            f"| {r['peak_rss_mb']} MB / {r['later_peak_rss_mb']} MB |"
+        )
+    lines += [
+        "",
+        f"Numerics: {r['precision']}. As in the indexing section above (`bench/index_rate.py --raw PATH "
+        "--runs N`), with DNGs made from the sample photos (`bench/common.py` `make_camera_files`: each a "
+        "different photo or mirrored, with its own sensor noise; the index encodes every file, so none is a "
+        "copy of another); decode core-seconds are the CPU time of a spawned process decoding "
+        f"{r['decode_sample']} of them (after one untimed, as a worker imports its decoders once). "
+        "Each run measures the limit and indexes into a new index; the row shows the median run. The "
+        "hashing phase (every new file read and hashed in the parent, before the model loads) is outside the "
+        "encoding phase.",
+    ]
+    return lines
+
+
+def rescan_sniff_section(s: Settings) -> list[str]:
+    r = run_script("rescan.py", "--count", str(s.rescan_extras), "--extras")
+    x = r["extras"]
+    target = s.rescan_extras == 100_000
+    lines = [
+        "### Re-scan with files the candidate rule must look at",
+        "",
+        "| folder | files | opened to sniff | `imgsearch index`, new process: median (least) of 3 | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {r['files']:,} photos | {r['files']:,} | 0 | {r['seconds']:.2f} s ({r['seconds_min']:.2f} s) | "
+        + (f"≤ 5 s: {verdict(r['seconds'], 5.0)} |" if target else "(not 100,000) |"),
+        f"| the same + {x['sniffed']:,} files without an extension + {x['sidecars']:,} .json / .mov "
+        f"sidecars | {x['files']:,} | {x['sniffed']:,} | {x['seconds']:.2f} s ({x['seconds_min']:.2f} s) | "
+        + (f"≤ 5 s: {verdict(x['seconds'], 5.0)} |" if target else "(not 100,000) |"),
+        "",
+        "Both in one run of `bench/rescan.py --extras`, over the same index. The files without an "
+        "extension are notes, zip archives, phone videos, JSON and random bytes, none a picture: the rule "
+        "opens each on every scan and reads 32 bytes; the sidecars are named after photos and never opened. "
+        "Setting up the "
+        f"rule (Pillow's plugins, pillow-heif, rawpy imported; every signature check) costs "
+        f"{x['setup_s']['rule'] - x['setup_s']['import']:.2f} s of each new process (`import "
+        f"imgsearch.formats` alone: {x['setup_s']['import']:.2f} s), inside both figures.",
+    ]
+    return lines
 
 
 def query_section(s: Settings) -> list[str]:
@@ -331,6 +443,9 @@ SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "search": search_section,
     "serve": serve_section,
     "numerics": numerics_section,
+    "raw_decode": raw_decode_section,
+    "raw_index": raw_index_section,
+    "rescan_sniff": rescan_sniff_section,
 }
 
 

@@ -144,6 +144,7 @@ def measure(
         "cores": cores,
         "images": len(files),
         "distinct": distinct,
+        "decode_sample": len(sample),
         "broken": BROKEN if mixed else 0,
         "formats": formats,
         "raw": raw,

@@ -209,6 +209,10 @@ def test_type_filters_know_raw_and_every_format(corpus, tiny_model: str):
     assert sorted(Path(p).name for p in done.stdout.splitlines()) == sorted(
         ["preview.dng", "demosaic.dng", "sensor.CR2.dng", "IMG_0001.dng"]
     )
+    done = imgsearch(home, "query", "a photo", "--top", "50", "--model", tiny_model, "--type", "jpeg")
+    lines = done.stdout.splitlines()
+    shown = next(i for i, line in enumerate(lines) if line.endswith("/IMG_0001.jpg"))
+    assert lines[shown + 1] == " " * 33 + "+ IMG_0001.dng"  # the pair's RAW, under the JPEG's path
     done = imgsearch(home, *query, "--type", "qoi,psd")
     assert sorted(Path(p).name for p in done.stdout.splitlines()) == ["extra.qoi", "layered.psd"]
 

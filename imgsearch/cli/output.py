@@ -39,7 +39,7 @@ def print_matches(
             day = time.strftime("%Y-%m-%d", time.localtime(m.date))
             click.echo(f"{m.score:.4f}  {day}  {f'{m.width}x{m.height}':>11}  {display_path(m.path)}")
             for other in m.siblings:  # the same photo's other files (RAW+JPEG), under its path
-                click.echo(f"{'+':>36} {display_path(os.path.basename(other))}")
+                click.echo(f"{'':33}+ {display_path(os.path.basename(other))}")
             if preview:
                 from .preview import show
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def nearest(
     return matches
 
 
-def _match(row: ImageRow, score: float, others: list[tuple[int, bytes]]) -> Match:
+def _match(row: ImageRow, score: float, others: Sequence[tuple[int, bytes]] = ()) -> Match:
     return Match(
         path=os.fsdecode(row.path),
         score=score,

@@ -83,7 +83,7 @@ function tile(match) {
   button.type = "button";
   button.className = "thumb";
   button.dataset.id = match.id;
-  button.title = match.path;
+  button.title = [match.path, ...(match.siblings || []).map((p) => `+ ${baseName(p)}`)].join("\n");
   const img = document.createElement("img");
   img.loading = "lazy";
   img.alt = baseName(match.path);
@@ -140,8 +140,10 @@ function openViewer(match, from) {
   $("viewer-img").src = withToken(`/api/images/${match.id}/thumbnail?size=1024`);
   $("viewer-img").alt = baseName(match.path);
   $("viewer-title").textContent = match.path;
+  const pair = (match.siblings || []).map(baseName).join(", ");
   $("viewer-meta").textContent =
-    `${match.width}×${match.height} ${match.format}, ${dayOf(match)}, score ${match.score.toFixed(4)}`;
+    `${match.width}×${match.height} ${match.format}, ${dayOf(match)}, score ${match.score.toFixed(4)}` +
+    (pair ? `; the same photo as ${pair}` : "");
   $("original").href = withToken(`/api/images/${match.id}/file`);
   $("viewer").showModal();
   $("like").focus();
