@@ -14,7 +14,9 @@ demosaic), see `common.make_camera_files`), then measures on this machine:
   - the pipeline limit: cores / (decode core-s + encode core-s), where encode core-s = encode s x cores;
   - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included), and the
     seconds of its hashing phase before it (every new file is read and hashed once in the parent);
-  - RUNS times each of these three (each run a new index), for the median and the least ratio;
+  - RUNS times each of these three (each run a new index), for the median and the least ratio; with
+    `--quiet-wait S` each measurement first waits up to S seconds for a second in which other processes
+    take < 5% of the CPU (bench/numerics.py wait_quiet), and every run records their share meanwhile;
   - memory: peak RSS of a separate `imgsearch index` process with its decode workers, summed.
 Every encoding runs in `--precision` (the index numerics; auto: bf16 on a CPU with AVX512-BF16 or AMX-BF16,
 else fp32; see imgsearch.model.numerics).
@@ -74,7 +76,10 @@ def measure(
     precision: str = "auto",
     raw: str | None = None,
     runs: int = 1,
+    quiet_wait: float = 0.0,
 ) -> dict[str, object]:
+    from numerics import OtherLoad, wait_quiet  # here: numerics imports this module
+
     from imgsearch.model.encoder import Encoder
     from imgsearch.model.specs import parse_model_spec
 
@@ -100,21 +105,26 @@ def measure(
     rounds: list[dict[str, float]] = []
     report: Any = None
     for run in range(runs):
-        costs, decoded = decode_costs(sample, encoder.preprocess)
-        decode_s = sum(cpu for cpu, _ in costs) / len(costs)
-        decode_wall_s = sum(wall for _, wall in costs) / len(costs)
-        batch = np.stack([d.pixels for d in (decoded * 8)[: encoder.runtime.batch_size]])
-        encoder.embed_pixels(batch)  # warm-up
-        started, done = time.perf_counter(), 0
-        while time.perf_counter() - started < 8:
-            encoder.embed_pixels(batch)
-            done += len(batch)
-        encode_s = (time.perf_counter() - started) / done
+        waited = wait_quiet(quiet_wait) if quiet_wait else 0.0
+        with OtherLoad() as limit_load:
+            costs, decoded = decode_costs(sample, encoder.preprocess)
+            decode_s = sum(cpu for cpu, _ in costs) / len(costs)
+            decode_wall_s = sum(wall for _, wall in costs) / len(costs)
+            batch = np.stack([d.pixels for d in (decoded * 8)[: encoder.runtime.batch_size]])
+            encoder.embed_pixels(batch)  # warm-up
+            started, done = time.perf_counter(), 0
+            while time.perf_counter() - started < 8:
+                encoder.embed_pixels(batch)
+                done += len(batch)
+            encode_s = (time.perf_counter() - started) / done
         if encoder.runtime.device == "cpu":  # decoding and inference share the cores
             limit = cores / (decode_s + encode_s * cores)
         else:  # the accelerator encodes while every core decodes: the slower of the two sets the pace
             limit = min(cores / decode_s, 1 / encode_s)
-        rate, report, hash_s = index_phases(spec, photos, work / f"home{run or ''}", device, precision)
+        waited += wait_quiet(quiet_wait) if quiet_wait else 0.0
+        with OtherLoad() as index_load:
+            rate, report, hash_s = index_phases(spec, photos, work / f"home{run or ''}", device, precision)
+            reap_children()  # the decode workers' CPU time is this run's own, not others'
         if report.encoded != len(files) or (mixed and report.failed != BROKEN):
             raise RuntimeError(f"unexpected index result: {report.summary()}")
         rounds.append(
@@ -126,6 +136,8 @@ def measure(
                 "index_img_s": rate,
                 "ratio": rate / limit,
                 "hash_s": hash_s,
+                "others_share": max(limit_load.share, index_load.share),
+                "waited_s": waited,
             }
         )
     del encoder
@@ -196,6 +208,15 @@ def index_phases(
     return report.encoded / (clock.end - clock.start), report, clock.hashed
 
 
+def reap_children(limit_s: float = 10.0) -> None:
+    """Wait for this process's ended children (the decode pool's workers) to be reaped."""
+    import multiprocessing
+
+    started = time.perf_counter()
+    while multiprocessing.active_children() and time.perf_counter() - started < limit_s:
+        time.sleep(0.05)
+
+
 def cli_index(
     home: Path,
     spec: str,
@@ -232,6 +253,9 @@ def main() -> None:
         help="a corpus of distinct DNGs (SIZE is the sensor's) with a full-size JPEG preview or without one",
     )
     parser.add_argument("--runs", type=int, default=1, help="limit and index measured this many times")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine before each"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16: the index numerics")
     parser.add_argument("--no-memory", action="store_true", help="skip the separate `imgsearch index` run")
@@ -253,6 +277,7 @@ def main() -> None:
             args.precision,
             args.raw,
             args.runs,
+            args.quiet_wait,
         )
     if args.json:
         print(json.dumps(r))
@@ -271,6 +296,8 @@ def main() -> None:
     if len(r["runs"]) > 1:
         ratios = ", ".join(f"{run['ratio']:.2f}" for run in r["runs"])
         print(f"                        the median of {len(r['runs'])} runs (ratios {ratios})")
+    others = max(run["others_share"] for run in r["runs"])
+    print(f"                        other processes took up to {others:.0%} of the CPU meanwhile")
     print(f"index, hashing phase    {r['hash_s']:7.1f} s")
     print(f"                        {r['summary']}")
     if r["peak_rss_mb"] is not None:
