@@ -81,6 +81,52 @@ def test_the_preview_is_taken_only_when_it_is_large_enough(tmp_path: Path):
     assert likeness(demosaiced, picture(size=(96, 64))) > 0.99
 
 
+class _Watched:
+    """A rawpy file that records which of its attributes are used."""
+
+    def __init__(self, raw, used: list[str]):
+        self._raw, self._used = raw, used
+
+    def __enter__(self):
+        self._raw.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._raw.__exit__(*exc)
+
+    def __getattr__(self, name: str):
+        self._used.append(name)
+        return getattr(self._raw, name)
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "demosaic"])
+def test_the_preview_path_never_unpacks_the_sensor_data(tmp_path: Path, monkeypatch, preview: bool):
+    """rawpy unpacks all of the sensor data for `other` (the date) as for `postprocess`: a third of a second
+    at 24 MP that the preview path must not pay. The date still comes from the file's own EXIF."""
+    import rawpy
+
+    used: list[str] = []
+    real = rawpy.imread
+    monkeypatch.setattr(rawpy, "imread", lambda source: _Watched(real(source), used))
+    path = write_dng(tmp_path / "shot.dng", picture(), preview=preview)
+    _, _, _, _, taken_at = open_upright_rgb(path.read_bytes(), Preprocess(64, 64), name=path.name)
+    assert taken_at == time.mktime(time.strptime(TAKEN, "%Y:%m:%d %H:%M:%S"))
+    unpacking = {"other", "postprocess", "raw_image", "raw_type", "camera_whitebalance", "unpack"}
+    if preview:
+        assert "extract_thumb" in used and not unpacking & set(used), used
+    else:
+        assert "postprocess" in used
+
+
+def test_a_demosaic_is_reduced_towards_the_size_asked_for_as_jpegs_are_drafted(tmp_path: Path):
+    path = write_dng(tmp_path / "big.dng", picture(size=(640, 480)), preview=False)
+    full = open_raw(path.read_bytes(), "DNG", None, 10**9).image
+    assert full.size == (320, 240)  # LibRaw's half size
+    reduced = open_raw(path.read_bytes(), "DNG", 32, 10**9).image
+    assert reduced.size == (107, 80)  # a whole factor (3) that keeps the short edge >= 2 x 32
+    assert likeness(reduced, full.resize(reduced.size, Image.Resampling.BOX)) > 0.99
+
+
 def test_a_raw_without_a_date_has_none(tmp_path: Path):
     path = write_dng(tmp_path / "undated.dng", picture(), preview=False, taken=None)
     assert open_upright_rgb(path.read_bytes(), None, name="undated.dng")[4] is None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DecodeError
 from ..formats import raw_format, register_plugins
 from ..model.preprocess import Preprocess
+from .exif import orientation as exif_orientation
+from .exif import read_exif, upright
+from .exif import taken_at as exif_taken_at
 from .raw import open_raw
 
 #: Images with more pixels than this are refused (decompression bombs); a 150 MP medium-format photo passes.
@@ -27,10 +29,6 @@ MAX_PIXELS = 250_000_000
 #: Draft-decode JPEGs to at least this multiple of the model's input size before the exact resize.
 DRAFT_FACTOR = 2
 HASH_SIZE = 16
-_EXIF_IFD = 0x8769
-_DATETIME_ORIGINAL = 0x9003
-_DATETIME = 0x0132
-_ORIENTATION = 0x0112
 _PSD_VERSION_INFO = 0x0421  # image resource: version, hasRealMergedData, ...
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -106,9 +104,8 @@ def open_upright_rgb(
                     raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
                 fmt = image.format or "unknown"
                 _check_composite(image)
-                exif = _read_exif(image)
-                orientation = exif.get(_ORIENTATION, 1) if exif is not None else 1
-                taken_at = _taken_at(exif)
+                exif = read_exif(image)
+                orientation, taken_at = exif_orientation(exif), exif_taken_at(exif)
                 if orientation in (5, 6, 7, 8):
                     width, height = height, width
             if prep is not None and image.format in ("JPEG", "MPO"):  # MPO: JPEG + gain map etc.
@@ -125,7 +122,7 @@ def open_upright_rgb(
         raise DecodeError(f"broken {raw or fmt_name(data)} file: {' '.join(str(e).split())}") from e
     except Exception as e:  # a decoder plugin's own error type: still one bad file, not a crash
         raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from e
-    return to_rgb(_upright(image, orientation)), fmt, width, height, taken_at
+    return to_rgb(upright(image, orientation)), fmt, width, height, taken_at
 
 
 def _check_composite(image: Image.Image) -> None:
@@ -158,41 +155,6 @@ def fmt_name(data: bytes) -> str:
     if data[4:8] == b"ftyp":  # ISO media: HEIC/HEIF/AVIF
         return "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF"
     return "image"
-
-
-def _read_exif(image: Image.Image) -> Image.Exif | None:
-    try:
-        return image.getexif()
-    except Exception:  # malformed EXIF must not cost the picture
-        return None
-
-
-def _upright(image: Image.Image, orientation: object) -> Image.Image:
-    """Apply an EXIF orientation (1-8) to pixels, as a viewer would."""
-    method = {
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_270,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_90,
-    }.get(orientation if isinstance(orientation, int) else 1)
-    return image.transpose(method) if method is not None else image
-
-
-def _taken_at(exif: Image.Exif | None) -> float | None:
-    if exif is None:
-        return None
-    try:
-        value = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
-        if isinstance(value, bytes):
-            value = value.decode("ascii", "replace")
-        if not isinstance(value, str):
-            return None
-        return time.mktime(time.strptime(value.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S"))
-    except Exception:  # dates in the wild are often malformed; they are optional
-        return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
