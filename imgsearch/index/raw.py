@@ -81,7 +81,7 @@ def open_raw(data: bytes, fmt: str, min_edge: int | None, max_pixels: int) -> Ra
             image = _preview(raw, need, max_pixels)
             if image is None:
                 pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8, user_flip=0)
-                image = _reduced(Image.fromarray(pixels), min_edge)
+                image = reduce_towards(Image.fromarray(pixels), min_edge)
                 taken_at = _libraw_taken_at(raw)  # free now: the sensor data is unpacked
             else:
                 taken_at = _preview_taken_at(raw, data, image)
@@ -126,7 +126,7 @@ def _preview(raw: object, need: int, max_pixels: int) -> Image.Image | None:
     return image
 
 
-def _reduced(image: Image.Image, min_edge: int | None) -> Image.Image:
+def reduce_towards(image: Image.Image, min_edge: int | None) -> Image.Image:
     """Shrink a demosaiced picture by a whole factor (box filter, as a JPEG's DCT draft does) while its
     shorter edge stays at least _REDUCE_MARGIN times `min_edge`: the exact resize then has far less to do."""
     if min_edge is None:
