@@ -78,9 +78,8 @@ def breakdown(paths: list[Path], prep: Any, preview: bool) -> dict[str, float]:
     import rawpy
     from PIL import Image
 
-    from imgsearch.index.decode import fit_to_model, hash_bytes
+    from imgsearch.index.decode import drafted, fit_to_model, hash_bytes
     from imgsearch.index.exif import taken_at, tiff_exif
-    from imgsearch.index.raw import reduce_towards
 
     timed: dict[str, list[float]] = {}
 
@@ -90,9 +89,8 @@ def breakdown(paths: list[Path], prep: Any, preview: bool) -> dict[str, float]:
         timed.setdefault(name, []).append((time.process_time() - started) * 1000)
         return result
 
-    def drafted(data: bytes) -> Image.Image:
-        image = Image.open(io.BytesIO(data))
-        image.draft("RGB", (2 * max(PREP), 2 * max(PREP)))  # as decode.open_upright_rgb drafts a JPEG
+    def preview_jpeg(data: bytes) -> Image.Image:
+        image = drafted(Image.open(io.BytesIO(data)), prep)  # as decode.open_upright_rgb drafts a JPEG
         image.load()
         return image
 
@@ -105,7 +103,7 @@ def breakdown(paths: list[Path], prep: Any, preview: bool) -> dict[str, float]:
         raw = step("LibRaw open (rawpy.imread)", rawpy.imread, io.BytesIO(data))
         if preview:
             thumb = step("extract_thumb", raw.extract_thumb)
-            image = step("preview JPEG, drafted", drafted, thumb.data)
+            image = step("preview JPEG, drafted", preview_jpeg, thumb.data)
             step(DATE_STEP, lambda d: taken_at(tiff_exif(d)), data)  # the file's own EXIF: no unpack
         else:
             pixels = step(
@@ -116,7 +114,7 @@ def breakdown(paths: list[Path], prep: Any, preview: bool) -> dict[str, float]:
                 output_bps=8,
                 user_flip=0,
             )
-            image = step("box reduce", reduce_towards, Image.fromarray(pixels), min(PREP))
+            image = step("box reduce", drafted, Image.fromarray(pixels), prep, demosaiced=True)
             step(DATE_STEP, libraw_date, raw)  # LibRaw's, free once postprocess has unpacked
         step("resize + crop to 224", fit_to_model, image.convert("RGB"), prep)
         raw.close()

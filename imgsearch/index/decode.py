@@ -97,6 +97,7 @@ def open_upright_rgb(
                 picture = open_raw(data, raw, min(prep.height, prep.width) if prep else None, max_pixels)
                 image, fmt, orientation = picture.image, raw, picture.orientation
                 width, height, taken_at = picture.width, picture.height, picture.taken_at
+                demosaiced = picture.demosaiced
             else:
                 image = Image.open(io.BytesIO(data))
                 width, height = image.size
@@ -108,9 +109,9 @@ def open_upright_rgb(
                 orientation, taken_at = exif_orientation(exif), exif_taken_at(exif)
                 if orientation in (5, 6, 7, 8):
                     width, height = height, width
-            if prep is not None and image.format in ("JPEG", "MPO"):  # MPO: JPEG + gain map etc.
-                want = max(prep.height, prep.width) * DRAFT_FACTOR
-                image.draft("RGB", (want, want))
+                demosaiced = False
+            if prep is not None:
+                image = drafted(image, prep, demosaiced)
             image.load()
     except DecodeError:
         raise
@@ -123,6 +124,20 @@ def open_upright_rgb(
     except Exception as e:  # a decoder plugin's own error type: still one bad file, not a crash
         raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from e
     return to_rgb(upright(image, orientation)), fmt, width, height, taken_at
+
+
+def drafted(image: Image.Image, prep: Preprocess, demosaiced: bool = False) -> Image.Image:
+    """Shrink an opened image towards DRAFT_FACTOR times `prep`'s size before the exact resize, never below
+    it: a JPEG (an MPO, a RAW's preview) by DCT scaling as it is decoded; a RAW that LibRaw demosaiced by
+    a whole-factor box reduction, to the same effect. Other formats are resized from their full size."""
+    want = max(prep.height, prep.width) * DRAFT_FACTOR
+    if image.format in ("JPEG", "MPO"):  # MPO: JPEG + gain map etc.
+        image.draft("RGB", (want, want))
+    elif demosaiced:
+        factor = min(image.size) // want
+        if factor >= 2:
+            image = image.reduce(factor)
+    return image
 
 
 def _check_composite(image: Image.Image) -> None:

@@ -24,9 +24,6 @@ from .exif import taken_at as exif_taken_at
 
 #: Whether LibRaw's own messages are silenced (see `silence_libraw`).
 _SILENT = False
-#: A demosaiced picture is box-reduced to no less than this multiple of the size asked for (as JPEGs are
-#: drafted: imgsearch.index.decode.DRAFT_FACTOR).
-_REDUCE_MARGIN = 2
 #: LibRaw's flip (bit 4 transpose, bit 2 flip vertically, bit 1 flip horizontally) as an EXIF orientation.
 _FLIP_TO_ORIENTATION = {0: 1, 1: 2, 3: 3, 2: 4, 4: 5, 6: 6, 7: 7, 5: 8}
 
@@ -40,6 +37,7 @@ class RawPicture:
     width: int  # of the upright full-size picture
     height: int
     taken_at: float | None
+    demosaiced: bool  # by LibRaw, at half size: not the embedded preview
 
 
 def silence_libraw() -> None:
@@ -78,13 +76,13 @@ def open_raw(data: bytes, fmt: str, min_edge: int | None, max_pixels: int) -> Ra
                 raise DecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): refused")
             orientation = _FLIP_TO_ORIENTATION.get(sizes.flip, 1)
             need = min_edge if min_edge is not None else min(width, height) // 2
-            image = _preview(raw, need, max_pixels)
-            if image is None:
+            preview = _preview(raw, need, max_pixels)
+            if preview is None:
                 pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8, user_flip=0)
-                image = reduce_towards(Image.fromarray(pixels), min_edge)
+                image = Image.fromarray(pixels)
                 taken_at = _libraw_taken_at(raw)  # free now: the sensor data is unpacked
             else:
-                taken_at = _preview_taken_at(raw, data, image)
+                image, taken_at = preview, _preview_taken_at(raw, data, preview)
     except DecodeError:
         raise
     except rawpy.LibRawFileUnsupportedError as e:
@@ -93,13 +91,11 @@ def open_raw(data: bytes, fmt: str, min_edge: int | None, max_pixels: int) -> Ra
         raise DecodeError(
             f"broken {fmt} file: its data ends early or cannot be read (LibRaw: {_reason(e)})"
         ) from e
-    except rawpy.LibRawError as e:
-        raise DecodeError(f"broken {fmt} file: {_reason(e)}") from e
-    except (OSError, ValueError, MemoryError) as e:
+    except (rawpy.LibRawError, OSError, ValueError, MemoryError) as e:
         raise DecodeError(f"broken {fmt} file: {_reason(e)}") from e
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return RawPicture(image, orientation, width, height, taken_at)
+    return RawPicture(image, orientation, width, height, taken_at, demosaiced=preview is None)
 
 
 def _preview(raw: object, need: int, max_pixels: int) -> Image.Image | None:
@@ -108,9 +104,7 @@ def _preview(raw: object, need: int, max_pixels: int) -> Image.Image | None:
 
     try:
         thumb = raw.extract_thumb()  # type: ignore[attr-defined]
-    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
-        return None
-    except rawpy.LibRawError:  # a damaged preview: the sensor data may still be whole
+    except rawpy.LibRawError:  # none, of a kind LibRaw cannot extract, or damaged: the sensor data remains
         return None
     image: Image.Image
     try:
@@ -124,15 +118,6 @@ def _preview(raw: object, need: int, max_pixels: int) -> Image.Image | None:
     if min(w, h) < need or w * h > max_pixels:
         return None
     return image
-
-
-def reduce_towards(image: Image.Image, min_edge: int | None) -> Image.Image:
-    """Shrink a demosaiced picture by a whole factor (box filter, as a JPEG's DCT draft does) while its
-    shorter edge stays at least _REDUCE_MARGIN times `min_edge`: the exact resize then has far less to do."""
-    if min_edge is None:
-        return image
-    factor = min(image.size) // (min_edge * _REDUCE_MARGIN)
-    return image.reduce(factor) if factor >= 2 else image
 
 
 def _preview_taken_at(raw: object, data: bytes, preview: Image.Image) -> float | None:
