@@ -43,8 +43,9 @@ def nearest(
     newest first with sort='date'), leaving out the ids in `exclude` (and their RAW+JPEG siblings) and
     scores below `min_score`. A RAW+JPEG pair is one result (see imgsearch.search.pairs)."""
     excluded = set(exclude)
-    for group in siblings(catalog, (row.path for row in catalog.rows(exclude).values())).values():
-        excluded.update(file_id for file_id, _ in group)
+    if excluded:  # a query by indexed photos: their RAW+JPEG siblings go too
+        for group in siblings(catalog, (row.path for row in catalog.rows(excluded).values())).values():
+            excluded.update(file_id for file_id, _ in group)
     want = top + len(excluded)
     while True:
         scores, ids = vectors.search(query, want, allowed)

@@ -57,18 +57,17 @@ def thumbnail(home: Path, source: str | bytes, content_hash: bytes, size: int) -
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}")
-    return _cached(home, source, content_hash, size, size, QUALITY)
+    return _cached(home, source, content_hash, size, QUALITY)
 
 
 def rendered(home: Path, source: str | bytes, content_hash: bytes) -> Path:
     """The cached JPEG rendering of an original a browser cannot show, upright, at most RENDERED_EDGE px."""
-    return _cached(home, source, content_hash, "full", None, RENDERED_QUALITY)
+    return _cached(home, source, content_hash, None, RENDERED_QUALITY)
 
 
-def _cached(
-    home: Path, source: str | bytes, content_hash: bytes, label: int | str, size: int | None, quality: int
-) -> Path:
-    path = thumbnail_path(home, content_hash, label)
+def _cached(home: Path, source: str | bytes, content_hash: bytes, size: int | None, quality: int) -> Path:
+    """The JPEG of `source` at most `size` px (None: a rendering of the original), made if missing."""
+    path = thumbnail_path(home, content_hash, size or "full")
     if path.exists():
         return path
     with open(source, "rb") as f:
