@@ -46,3 +46,11 @@ class IndexWriteError(ImgsearchError):
 
 class DecodeError(ImgsearchError):
     """One file could not be read as an image; the reason is the message."""
+
+
+class ClusterUnavailable(ImgsearchError):
+    """The Ray cluster cannot be reached, lost mid-run, or cannot see the files."""
+
+
+class DatasetError(ImgsearchError):
+    """An embeddings dataset (Parquet) cannot be read, written, or used with this index."""

@@ -31,11 +31,13 @@ from .store.catalog import DB_FILE, Catalog
 
 if TYPE_CHECKING:  # the indexer (multiprocessing, Pillow) and the write lock are for writers only
     from .index.events import IndexEvents
+    from .index.imports import ImportReport
     from .index.indexer import IndexReport
     from .index.writer import Writer
     from .model.encoder import Encoder
     from .search.classify import Classification
     from .search.match import Match
+    from .store.parquet import ExportReport
 
 __all__ = ["Library", "RootStatus", "Status"]
 
@@ -83,10 +85,15 @@ class Library:
 
     # -- writing --------------------------------------------------------------------------------------------
     def index(
-        self, folders: Sequence[str | os.PathLike[str]] = (), events: IndexEvents | None = None
+        self,
+        folders: Sequence[str | os.PathLike[str]] = (),
+        events: IndexEvents | None = None,
+        ray: str | None = None,
     ) -> IndexReport:
-        """Add folders to the index and bring it up to date; no folders means every folder indexed before."""
-        return self.writer.index(folders, events)
+        """Add folders to the index and bring it up to date; no folders means every folder indexed before.
+        `ray` ("local", "auto" or HOST:PORT) embeds new content on a Ray cluster (see
+        imgsearch.index.writer.Writer.index)."""
+        return self.writer.index(folders, events, ray)
 
     def watch(
         self,
@@ -103,6 +110,20 @@ class Library:
         self.writer.watch(
             folders, events, settle=settle, rescan_interval=rescan_interval, poll=poll, stop=stop
         )
+
+    def import_embeddings(
+        self,
+        dataset: str | os.PathLike[str],
+        folders: Sequence[str | os.PathLike[str]] = (),
+        model: str | None = None,
+        events: IndexEvents | None = None,
+    ) -> ImportReport:
+        """Take vectors made elsewhere (an export, clip-retrieval's output, a Spark job's Parquet) for the
+        files under `folders` (none: every folder indexed before), matched by content hash or path, without
+        re-encoding; `model` (default: the Library's) names the model that made them where the dataset does
+        not say. See imgsearch.index.writer.Writer.import_embeddings."""
+        spec = parse_model_spec(model) if model else None
+        return self.writer.import_embeddings(dataset, folders, spec, events)
 
     # -- reading --------------------------------------------------------------------------------------------
     def search(self, text: str, top: int = 10, under: str | os.PathLike[str] | None = None) -> list[Match]:
@@ -137,6 +158,11 @@ class Library:
     def failures(self, limit: int | None = None) -> list[tuple[str, str]]:
         """(path, reason) of files that could not be indexed."""
         return self.reader.failures(limit)
+
+    def export_embeddings(self, out: str | os.PathLike[str]) -> ExportReport:
+        """Write every vector with its path and metadata as a Parquet dataset in the folder `out`, for
+        pyarrow, pandas, DuckDB or Spark, or for `import_embeddings` (see imgsearch.store.parquet)."""
+        return self.reader.export(out)
 
     def classify(
         self,

@@ -41,15 +41,16 @@ def main() -> None:
       imgsearch status                         what is indexed, and where
       imgsearch watch ~/Photos                 keep the index live as photos arrive, move, disappear
       imgsearch serve                          search in a web page (and a JSON API) at localhost:8765
+      imgsearch export vectors/                every vector and its metadata as Parquet (import reads it back)
 
     The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere.
     """
 
 
 def _register() -> None:
-    from . import classify, duplicates, index, models, query, serve, status, watch
+    from . import classify, duplicates, exchange, index, models, query, serve, status, watch
 
-    for module in (index, query, status, models, classify, duplicates, watch, serve):
+    for module in (index, query, status, models, classify, duplicates, watch, serve, exchange):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -60,9 +60,21 @@ class _TerminalProgress(IndexEvents):
     "-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core]."
 )
 @click.option(
+    "--ray",
+    "ray",
+    is_flag=False,
+    flag_value="auto",
+    metavar="ADDRESS",
+    help="Decode and embed new photos on a Ray cluster: HOST:PORT of its head, 'auto' (the default "
+    "when ADDRESS is left out: the cluster this machine is part of, else one started here) or 'local'. "
+    "Needs pip install 'imgsearch[ray]'; every node must see the folders at the same paths.",
+)
+@click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still listed."
 )
-def index(folders: tuple[str, ...], workers: int | None, quiet: bool, **options: Any) -> None:
+def index(
+    folders: tuple[str, ...], workers: int | None, ray: str | None, quiet: bool, **options: Any
+) -> None:
     """Index FOLDERS (or, with none, every folder indexed before).
 
     The first run embeds every image; later runs look only at what changed: new and changed files are
@@ -72,7 +84,7 @@ def index(folders: tuple[str, ...], workers: int | None, quiet: bool, **options:
     library = open_library(workers=workers, **options)
     progress = _TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
     try:
-        report = library.index(folders, events=progress)
+        report = library.index(folders, events=progress, ray=ray)
     finally:
         progress.close()
     for folder, reason in report.unreadable:
@@ -80,6 +92,9 @@ def index(folders: tuple[str, ...], workers: int | None, quiet: bool, **options:
     for root in report.missing_roots:
         click.echo(f"warning: {display_path(root)} is not there (unplugged?); its images are kept", err=True)
     if not quiet:
+        if report.nodes:
+            shown = ", ".join(f"{node} ({n})" for node, n in sorted(report.nodes.items()))
+            click.echo(f"decoded on {len(report.nodes)} Ray node(s): {shown}", err=True)
         click.echo(report.summary())
 
 

@@ -1,4 +1,4 @@
-"""Bring the catalog in line with folders on disk: scan, hash, reuse, decode (workers), encode, store.
+"""Bring the catalog in line with folders on disk: scan, hash, reuse, embed (a pipeline), store.
 
 Work is incremental: files whose size and mtime are unchanged are not opened; a moved, renamed or copied
 file is recognised by its content hash and keeps or shares a stored vector; only new content is decoded and
@@ -10,19 +10,15 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..model.encoder import Encoder
 from ..store.catalog import Catalog, CatalogWriter, Content, KnownFile
 from ..store.vectors import VectorIndex
-from .decode import DecodedImage, hash_file
+from .decode import hash_file
+from .embedding import Embedded, Pipeline
 from .events import IndexEvents
 from .scan import FileStat, under, walk
-from .workers import decode_all
 
 _HASH_THREADS = 4
 
@@ -41,6 +37,7 @@ class IndexReport:
     missing_roots: list[bytes] = field(default_factory=list)
     unreadable: list[tuple[bytes, str]] = field(default_factory=list)  # folders that could not be listed
     failures: list[tuple[bytes, str]] = field(default_factory=list)
+    nodes: dict[str, int] = field(default_factory=dict)  # files decoded per Ray node (--ray only)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -73,23 +70,22 @@ class _Job:
 
 
 class Indexer:
-    """One index run over a set of root folders, writing through `catalog` and keeping `vectors` in step."""
+    """One index run over a set of root folders, writing through `catalog` and keeping `vectors` in step;
+    `pipeline` turns new content into vectors (locally, or on a cluster)."""
 
     def __init__(
         self,
         catalog: Catalog,
         vectors: VectorIndex | None,
-        load_encoder: Callable[[], Encoder],
+        pipeline: Pipeline,
         model_id: str,
         events: IndexEvents | None = None,
-        workers: int | None = None,
     ):
         self.catalog = catalog
         self.vectors = vectors
-        self.load_encoder = load_encoder
+        self.pipeline = pipeline
         self.model_id = model_id
         self.events = events or IndexEvents()
-        self.workers = workers or max(1, os.cpu_count() or 1)
         self.report = IndexReport()
 
     def run(self, roots: list[bytes]) -> IndexReport:
@@ -99,6 +95,7 @@ class Indexer:
             if jobs:
                 self._encode(jobs)
         finally:
+            self.pipeline.close()
             self.report.seconds = time.perf_counter() - started
         return self.report
 
@@ -197,21 +194,21 @@ class Indexer:
                     self._fail(w, fs, reason, None)
         return out
 
-    # -- encoding: decode in worker processes, embed in batches, commit each batch ----------------------
+    # -- encoding: the pipeline decodes and embeds, each batch of its results is committed here ------------
     def _encode(self, jobs: list[_Job]) -> None:
         self.events.loading_model(self.model_id)
-        encoder = self.load_encoder()
+        self.dim = self.pipeline.prepare()
         if self.vectors is None:  # a new index: its vector size is known now
-            self.vectors = VectorIndex(encoder.dim)
+            self.vectors = VectorIndex(self.dim)
         record_model = self.catalog.model() is None
         self.events.phase("encoding", sum(len(j.files) for j in jobs))
-        batch: list[tuple[_Job, DecodedImage]] = []
+        batch: list[tuple[_Job, Embedded]] = []
         failed: list[tuple[_Job, str]] = []
         while jobs:
             again: list[_Job] = []  # copies whose decoded twin changed or vanished after it was hashed
-            for job, result in decode_all(jobs, encoder.preprocess, self.workers):
+            for job, result in self.pipeline.embed(jobs):
                 first, rest = _Job(job.content_hash, job.files[:1]), _Job(job.content_hash, job.files[1:])
-                if isinstance(result, DecodedImage):
+                if isinstance(result, Embedded):
                     if rest.files and result.content_hash != job.content_hash:
                         batch.append((first, result))  # stored as read; the copies still hold the old bytes
                         again.append(rest)
@@ -228,34 +225,33 @@ class Indexer:
                     again.append(rest)
                 else:
                     self.events.advance(len(job.files))  # vanished meanwhile: nothing to store or report
-                if len(batch) >= encoder.runtime.batch_size:
-                    self._store(encoder, batch, failed, record_model)
+                if len(batch) >= self.pipeline.commit_every:
+                    self._store(batch, failed, record_model)
                     batch, failed, record_model = [], [], False
             jobs = again
-        self._store(encoder, batch, failed, record_model)
+        self._store(batch, failed, record_model)
+        self.report.nodes = dict(self.pipeline.work_by_node)
 
     def _store(
         self,
-        encoder: Encoder,
-        batch: list[tuple[_Job, DecodedImage]],
+        batch: list[tuple[_Job, Embedded]],
         failed: list[tuple[_Job, str]],
         record_model: bool,
     ) -> None:
-        """Embed one batch and commit it, with the failures seen meanwhile, in one transaction."""
+        """Commit one batch of vectors, with the failures seen meanwhile, in one transaction."""
         if not batch and not failed:
             return
-        vectors = encoder.embed_pixels(np.stack([d.pixels for _, d in batch])) if batch else None
         with self.catalog.write() as w:
             if record_model:
-                w.set_model(encoder.model_id, encoder.dim)
-            if batch:
-                w.note_numerics(encoder.runtime.precision)
-            for vector, (job, d) in zip(vectors if vectors is not None else [], batch, strict=True):
-                content = Content(d.width, d.height, d.format, d.taken_at, vector.tobytes())
+                w.set_model(self.model_id, self.dim)
+            for precision in sorted({e.precision for _, e in batch}):
+                w.note_numerics(precision)
+            for job, e in batch:
+                content = Content(e.width, e.height, e.format, e.taken_at, e.vector.tobytes())
                 for i, (fs, known_id) in enumerate(job.files):
                     # the decoded file is stored with the stat and hash of the bytes actually read
                     size, mtime_ns, content_hash = (
-                        (d.size, d.mtime_ns, d.content_hash)
+                        (e.size, e.mtime_ns, e.content_hash)
                         if i == 0
                         else (fs.size, fs.mtime_ns, job.content_hash)
                     )

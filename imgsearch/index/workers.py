@@ -63,7 +63,7 @@ def _start_worker(parent: int) -> None:
     silence_libraw()  # its messages name no file; each failure is reported on the file's own line
 
 
-def _guarded(
+def guarded(
     decode: Callable[[bytes, Preprocess], DecodedImage | str | None],
     path: bytes,
     prep: Preprocess,
@@ -106,12 +106,12 @@ def decode_all(
             if suspects:
                 if not pending:
                     alone = suspects.pop()
-                    pending[pool.submit(_guarded, decode, alone.path, prep, limit)] = alone
+                    pending[pool.submit(guarded, decode, alone.path, prep, limit)] = alone
             else:
                 alone = None
                 while queue and len(pending) < window:
                     job = queue.pop()
-                    pending[pool.submit(_guarded, decode, job.path, prep, limit)] = job
+                    pending[pool.submit(guarded, decode, job.path, prep, limit)] = job
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             results: list[tuple[Job, DecodedImage | str | None]] = []
             broken = False

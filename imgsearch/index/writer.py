@@ -17,12 +17,15 @@ from ..model.runtime import ModelRuntime
 from ..model.specs import ModelSpec, model_for
 from ..store.catalog import DB_FILE, Catalog, storage_error
 from ..store.vectors import VectorIndex, remove_stale_temp_files
+from .embedding import LocalPipeline, Pipeline
 from .events import IndexEvents
 from .indexer import Indexer, IndexReport
 from .scan import absolute
 
 if TYPE_CHECKING:
     from filelock import FileLock
+
+    from .imports import ImportReport
 
 _log = logging.getLogger("imgsearch")
 
@@ -41,11 +44,19 @@ class Writer:
         self.workers = workers
 
     def index(
-        self, folders: Sequence[str | os.PathLike[str]] = (), events: IndexEvents | None = None
+        self,
+        folders: Sequence[str | os.PathLike[str]] = (),
+        events: IndexEvents | None = None,
+        ray: str | None = None,
     ) -> IndexReport:
-        """Add folders to the index and bring it up to date; no folders means every folder indexed before."""
+        """Add folders to the index and bring it up to date; no folders means every folder indexed before.
+
+        `ray` embeds new content on a Ray cluster (imgsearch.index.cluster): "local" starts one on this
+        machine, "auto" joins the one this machine belongs to, HOST:PORT a given head. This process still
+        scans, plans and commits.
+        """
         with self._writing(folders, "index") as (catalog, spec, roots):
-            report = self._update(catalog, spec, roots, events)[0]
+            report = self._update(catalog, spec, roots, events, ray=ray)[0]
         say = "preparing fast text queries (once per model)"
         # after the lock is released: queries wait for nothing
         self.runtime.offer_text_export(spec, partial(events.preparing, say) if events else None)
@@ -143,6 +154,7 @@ class Writer:
         roots: list[bytes],
         events: IndexEvents | None,
         vectors: VectorIndex | None = None,
+        ray: str | None = None,
     ) -> tuple[IndexReport, VectorIndex | None]:
         """One indexer pass over `roots`. The FAISS index follows every committed batch and is saved when
         it matches the catalog, also after an interruption; `vectors` is reused while still current."""
@@ -151,7 +163,7 @@ class Writer:
             vectors = (
                 VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
             )
-        indexer = Indexer(catalog, vectors, lambda: self.runtime.encoder(spec), spec.id, events, self.workers)
+        indexer = Indexer(catalog, vectors, self._pipeline(spec, ray, roots), spec.id, events)
         try:
             report = indexer.run(roots)
             if indexer.vectors is not None and indexer.vectors.fit():  # after the commits, never in a query
@@ -161,6 +173,14 @@ class Writer:
             current = indexer.vectors
             if current is not None and current.version == catalog.vectors_version() and current.unsaved:
                 current.save(self.home)  # a re-scan that changed nothing writes nothing
+
+    def _pipeline(self, spec: ModelSpec, ray: str | None, roots: list[bytes]) -> Pipeline:
+        """Where new content is embedded: on a Ray cluster when one was asked for, else here."""
+        if ray is not None:
+            from .cluster import RayPipeline
+
+            return RayPipeline(ray, spec, self.runtime.device, self.runtime.precision, roots, self.workers)
+        return LocalPipeline(lambda: self.runtime.encoder(spec), self.workers or max(1, os.cpu_count() or 1))
 
     def _write_lock(self) -> FileLock:
         from filelock import FileLock, Timeout
@@ -177,3 +197,41 @@ class Writer:
         except OSError as e:
             raise storage_error(e, self.home) from e
         return lock
+
+    def import_embeddings(
+        self,
+        dataset: str | os.PathLike[str],
+        folders: Sequence[str | os.PathLike[str]] = (),
+        model: ModelSpec | None = None,
+        events: IndexEvents | None = None,
+    ) -> ImportReport:
+        """Give the files under `folders` (none: every folder indexed before) the vectors an embeddings
+        dataset has for them (imgsearch.store.parquet), matched by content hash, else path, without loading
+        a model (imgsearch.index.imports). `model` names the model that made them where the dataset does not
+        say. Another model, or another vector size, than the dataset's or the index's is refused before
+        anything is written."""
+        from ..store.parquet import open_dataset
+        from .imports import Importer, check_fits, vectors_model
+
+        opened = open_dataset(dataset)
+        model_id = vectors_model(opened, model or self.requested_model)
+        if not folders and not (self.home / DB_FILE).exists():
+            raise UsageError(
+                "nothing indexed yet: give the folders to match, e.g. `imgsearch import DATASET ~/Photos`"
+            )
+        with self._writing(folders, "import DATASET") as (catalog, _spec, roots):
+            recorded = catalog.model()
+            check_fits(opened, model_id, recorded, self.home)
+            vectors = (
+                VectorIndex.load_or_rebuild(catalog, self.home, opened.dim, save=False)
+                if recorded
+                else VectorIndex(opened.dim)
+            )
+            try:
+                report = Importer(catalog, vectors, model_id, opened, events).run(roots)
+                if vectors.fit():  # after the commits, as an index run does
+                    _log.info("search index is now %s", vectors.describe())
+                return report
+            finally:
+                if vectors.version == catalog.vectors_version() and vectors.unsaved:
+                    vectors.save(self.home)

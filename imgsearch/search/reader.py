@@ -27,6 +27,7 @@ from .query import Filters, Term, combine
 
 if TYPE_CHECKING:
     from ..model.preprocess import Preprocess
+    from ..store.parquet import ExportReport
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,18 @@ class Reader:
         catalog = Catalog.open(self.home / DB_FILE)
         try:
             return [(os.fsdecode(p), reason) for p, reason in catalog.failure_list(limit)]
+        finally:
+            catalog.close()
+
+    def export(self, out: str | os.PathLike[str]) -> ExportReport:
+        """Write every vector with its metadata as a Parquet dataset in the folder `out` (see
+        imgsearch.store.parquet). Reading needs no write lock: an index run may go on meanwhile."""
+        from .. import __version__
+        from ..store.parquet import write_export
+
+        catalog = Catalog.open(self.home / DB_FILE)
+        try:
+            return write_export(catalog, Path(out).expanduser().absolute(), __version__)
         finally:
             catalog.close()
 
