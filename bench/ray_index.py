@@ -8,7 +8,8 @@ and COUNT distinct photo-like JPEGs, starts a Ray cluster of this machine in thi
 `index --ray local` does (one CPU slot per core for decode tasks and one for the encoder actor), then:
   - RUNS alternating pairs of `Library.index` into new index folders, the local path and `ray="auto"`
     (which joins that cluster): the rate over the encoding phase (the model load and, on Ray, the actor's
-    start inside it: what a user waits for) and the whole call; the Ray rate over the local one;
+    start inside it: what a user waits for), the steady rate after the first commit, the start-up before
+    it, and the whole call; the Ray rates over the local ones;
   - the Ray path's cost before its first file: `ray.init` of a local cluster, timed once;
   - the driver's commit rate alone: COMMIT_ROWS synthetic vectors through the real Indexer and catalog
     from a pipeline that costs nothing (what caps any cluster a driver feeds);
@@ -48,11 +49,18 @@ class Timeline:
             def loading_model(self, model_id: str) -> None:
                 timeline.started = time.perf_counter()
 
+            def phase(self, name: str, total: int) -> None:  # hashing, then encoding
+                timeline.done, timeline.first = 0, 0.0
+
             def advance(self, n: int = 1) -> None:
                 timeline.last = time.perf_counter()
+                if not timeline.first:
+                    timeline.first, timeline.first_files = timeline.last, n
+                timeline.done += n
 
         self.events = Events()
-        self.started = self.last = 0.0
+        self.started = self.last = self.first = 0.0
+        self.first_files = self.done = 0
 
 
 def index_once(photos: Path, model: str, precision: str, ray: str | None) -> dict[str, float]:
@@ -70,6 +78,11 @@ def index_once(photos: Path, model: str, precision: str, ray: str | None) -> dic
             "encoded": report.encoded,
             "encode_s": timeline.last - timeline.started,
             "img_s": report.encoded / (timeline.last - timeline.started),
+            # after the first commit: the start-up (model, actors, Ray Data) is behind
+            "steady_img_s": (timeline.done - timeline.first_files) / (timeline.last - timeline.first)
+            if timeline.last > timeline.first
+            else float("nan"),
+            "startup_s": timeline.first - timeline.started,
             "wall_s": wall,
             "nodes": len(report.nodes),
         }
@@ -140,9 +153,10 @@ class StorePeak:
         self._thread.join()
 
     def _sample(self) -> None:
+        import ray
         from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
-        state = get_state_from_address()
+        state = get_state_from_address(ray.get_runtime_context().gcs_address)
         while not self._stop.wait(0.05):
             reply = get_memory_info_reply(state)
             self.peak = max(self.peak, int(reply.store_stats.object_store_bytes_used))
@@ -186,6 +200,7 @@ def main() -> None:
             clustered = index_once(work / "photos", model, args.precision, "auto")
             runs.append((local, clustered))
         ratios = [c["img_s"] / loc["img_s"] for loc, c in runs]
+        steady = [c["steady_img_s"] / loc["steady_img_s"] for loc, c in runs]
 
         with StorePeak() as store:
             big = index_once(work / "big", model, args.precision, "auto")
@@ -202,6 +217,11 @@ def main() -> None:
             "ray_wall_s": [r[1]["wall_s"] for r in runs],
             "ratio_median": statistics.median(ratios),
             "ratio_min": min(ratios),
+            "local_steady_img_s": [r[0]["steady_img_s"] for r in runs],
+            "ray_steady_img_s": [r[1]["steady_img_s"] for r in runs],
+            "steady_ratio_median": statistics.median(steady),
+            "local_startup_s": [r[0]["startup_s"] for r in runs],
+            "ray_startup_s": [r[1]["startup_s"] for r in runs],
             "ray_init_s": init_s,
             "commit_rows_s": rate,
             "big_images": args.big_count,

@@ -156,7 +156,7 @@ class RayPipeline:
                     "device": "cuda" if gpus else "cpu",
                     "precision": self.precision,
                 },
-                batch_size=None,
+                batch_size=16 if not gpus else 64,  # the local encoder's batches (imgsearch.model.encoder)
                 compute=ray.data.ActorPoolStrategy(size=count),
                 num_gpus=1 if gpus else 0,
                 num_cpus=1,
