@@ -65,15 +65,17 @@ def start(
     log: Path,
     kill_point: tuple[str, int] | None = None,
     hold: tuple[str, int, Path] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Any:
     """Start `imgsearch ARGV` in a forked child; returns the started multiprocessing Process.
 
     `kill_point` (point, n): SIGKILL at the n-th call at that point. `hold` (point, n, release): wait at the
-    n-th call until the file `release` exists, then go on.
+    n-th call until the file `release` exists, then go on. `env` is set in the child: it inherits the
+    environment the fork server had when it started, not the test's.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
-    process = context.Process(target=_main, args=(argv, str(log), kill_point, hold))
+    process = context.Process(target=_main, args=(argv, str(log), kill_point, hold, env or {}))
     process.start()
     _started.append(process)
     return process
@@ -89,7 +91,11 @@ def kill_all() -> None:
 
 
 def _main(
-    argv: list[str], log: str, kill_point: tuple[str, int] | None, hold: tuple[str, int, Path] | None
+    argv: list[str],
+    log: str,
+    kill_point: tuple[str, int] | None,
+    hold: tuple[str, int, Path] | None,
+    env: dict[str, str],
 ) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -97,6 +103,7 @@ def _main(
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.update(env)
     from multiprocessing import resource_tracker
 
     # its own tracker: what a killed child leaves (its pool's semaphores) is cleaned up and logged there

@@ -28,6 +28,10 @@ ray = pytest.importorskip("ray") if not os.environ.get("IMGSEARCH_REQUIRE_RAY") 
 #: What the catalog holds of a file besides its vector: the same on both paths.
 COLUMNS = ("size", "mtime_ns", "content_hash", "width", "height", "format", "taken_at")
 RAY_BIN = Path(sys.executable).parent / "ray"
+#: The loopback cluster runs without Ray's token authentication, and so must its drivers: an in-process
+#: `ray.init` (local_cluster) sets RAY_AUTH_MODE=token in this process, which a fork server started
+#: afterwards would pass on.
+NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +252,7 @@ def two_nodes(tmp_path_factory) -> Iterator[TwoNodes]:
     """A head (3 CPUs) and a second node (2 CPUs), separate processes started and stopped here."""
     logs = tmp_path_factory.mktemp("ray-nodes")
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, **NO_TOKEN}
     head = _ray_start(
         ["--head", f"--port={port}", "--num-cpus=3", "--include-dashboard=false"], logs / "head", env
     )
@@ -291,7 +295,9 @@ def test_a_two_node_cluster_shares_the_work_and_gives_the_local_catalog(two_node
     add_photos(photos, 48, "t")
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     home = tmp_path / "home-ray"
-    run = cli_process.start(driver(tmp_path, tiny_model, home, photos, two_nodes.address), tmp_path / "log")
+    run = cli_process.start(
+        driver(tmp_path, tiny_model, home, photos, two_nodes.address), tmp_path / "log", env=NO_TOKEN
+    )
     run.join(300)
     log = (tmp_path / "log").read_text()
     assert run.exitcode == 0, log[-3000:]
@@ -311,12 +317,12 @@ def test_a_driver_killed_mid_run_keeps_its_commits_and_the_next_run_resumes(two_
     home = tmp_path / "home"
     argv = driver(tmp_path, tiny_model, home, photos, two_nodes.address)
     first_commit = ("after a commit, before FAISS follows", 1)
-    process = cli_process.start(argv, tmp_path / "log", first_commit)
+    process = cli_process.start(argv, tmp_path / "log", first_commit, env=NO_TOKEN)
     process.join(300)
     assert process.exitcode == -signal.SIGKILL, (tmp_path / "log").read_text()[-3000:]
     kept = len(index_db.images(home))
     assert 0 < kept < 140
-    done = cli_process.start(argv, tmp_path / "log2")
+    done = cli_process.start(argv, tmp_path / "log2", env=NO_TOKEN)
     done.join(300)
     log = (tmp_path / "log2").read_text()
     assert done.exitcode == 0, log[-3000:]
@@ -334,7 +340,10 @@ def test_a_worker_node_lost_mid_run_costs_nothing(two_nodes, tmp_path, tiny_mode
     release = tmp_path / "release"
     held = ("after a commit, before FAISS follows", 1, release)
     run = cli_process.start(
-        driver(tmp_path, tiny_model, home, photos, two_nodes.address), tmp_path / "log", hold=held
+        driver(tmp_path, tiny_model, home, photos, two_nodes.address),
+        tmp_path / "log",
+        hold=held,
+        env=NO_TOKEN,
     )
     deadline = time.monotonic() + 300
     while not stored(home):
@@ -348,3 +357,24 @@ def test_a_worker_node_lost_mid_run_costs_nothing(two_nodes, tmp_path, tiny_mode
     assert run.exitcode == 0, log[-3000:]
     assert log.strip().splitlines()[-1].startswith("140 new, 0 changed"), log[-3000:]
     assert len(index_db.images(home)) == 140
+
+
+def test_a_model_that_will_not_load_on_the_cluster_says_so_as_locally(
+    local_cluster, tmp_path, tiny_model_dir
+):
+    """Weights that do not load on a worker give the local path's message, and no file is marked bad."""
+    from imgsearch.errors import ModelUnavailable
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "open_clip_model.safetensors").write_bytes(b"not safetensors")
+    photos = tmp_path / "photos"
+    add_photos(photos, 3, "m")
+    messages = []
+    for name, address in (("local", None), ("ray", "auto")):
+        library = Library(tmp_path / f"home-{name}", model=f"local-dir:{broken}", precision="fp32")
+        with pytest.raises(ModelUnavailable) as raised:
+            library.index([photos], ray=address)
+        messages.append(str(raised.value))
+        assert not index_db.failures(tmp_path / f"home-{name}")
+    assert messages[0] == messages[1]
