@@ -53,7 +53,7 @@ KILL_POINTS: dict[str, tuple[str, str, str, str]] = {
         "after",
         "function",
     ),
-    "FAISS file renamed, old not removed": ("imgsearch.store.vectors", "_fsync_dir", "before", "function"),
+    "FAISS file renamed, old not removed": ("imgsearch.store.vectors", "fsync_path", "before", "function"),
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .index import _TerminalProgress
+from .index import TerminalProgress
 from .options import library_options, open_library
 from .output import display_path
 
@@ -46,7 +46,7 @@ def import_(dataset: str, folders: tuple[str, ...], quiet: bool, **options: Any)
     `imgsearch index`; no model is loaded.
     """
     library = open_library(**options)
-    progress = _TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
+    progress = TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
     try:
         report = library.import_embeddings(dataset, folders, events=progress)
     finally:

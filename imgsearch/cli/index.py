@@ -12,7 +12,7 @@ from .options import library_options, open_library
 from .output import display_path
 
 
-class _TerminalProgress(IndexEvents):
+class TerminalProgress(IndexEvents):
     """Progress bars with rate and ETA on stderr when it is a terminal; failures as one line each."""
 
     def __init__(self, show_bars: bool):
@@ -82,7 +82,7 @@ def index(
     Files that cannot be read as images are listed and skipped until they change.
     """
     library = open_library(workers=workers, **options)
-    progress = _TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
+    progress = TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
     try:
         report = library.index(folders, events=progress, ray=ray)
     finally:

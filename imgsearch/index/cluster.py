@@ -28,7 +28,7 @@ from ..model.preprocess import Preprocess
 from ..model.specs import ModelSpec
 from .decode import HASH_SIZE, DecodedImage
 from .embedding import Embedded, Result
-from .workers import DECODE_TIME_LIMIT_S, Job, decode_job, guarded
+from .workers import DECODE_TIME_LIMIT_S, Job, crash_reason, decode_job, guarded
 
 RAY_MISSING = "indexing on a cluster needs Ray: pip install 'imgsearch[ray]'"
 #: Files per decode task in the first pass (the given-up ones are retried one per task).
@@ -102,7 +102,7 @@ class RayPipeline:
                     yield left.pop(k), result
         _ping(ray)  # files of blocks given up twice are bad, unless the cluster itself is gone
         for job in left.values():
-            yield job, f"the decoder crashed or ran over {self.limit} s on this file"
+            yield job, crash_reason(self.limit)
 
     def close(self) -> None:
         """A cluster this process started stays up for its next run (Ray stops it when the process

@@ -45,6 +45,11 @@ def decode_job(path: bytes, prep: Preprocess) -> DecodedImage | str | None:
         return "out of memory while decoding"
 
 
+def crash_reason(limit: int) -> str:
+    """What a file is recorded with when decoding it killed or stalled its worker, named alone."""
+    return f"the decoder crashed or ran over {limit} s on this file"
+
+
 def _pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(os.getpid(),))
 
@@ -122,7 +127,7 @@ def decode_all(
                 except BrokenProcessPool:
                     broken = True
                     if job is alone:
-                        results.append((job, f"the decoder crashed or ran over {limit} s on this file"))
+                        results.append((job, crash_reason(limit)))
                     else:
                         suspects.append(job)
             if broken:

@@ -495,6 +495,16 @@ def _schema_revision(conn: Connection) -> str | None:
         return None
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (a rename into it), to disk; where the OS cannot, go on."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def storage_error(e: Exception, folder: Path) -> ImgsearchError:
     """One clear error for a write the disk refused: read-only, full, or failing."""
     message = e.strerror if isinstance(e, OSError) and e.strerror else str(getattr(e, "orig", None) or e)

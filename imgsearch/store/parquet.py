@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError, UsageError
-from .catalog import Catalog
+from .catalog import Catalog, fsync_path
 
 #: Rows per part file: a file stays a few hundred MB at 512-d, and a reader can split work by file.
 ROWS_PER_FILE = 100_000
@@ -189,7 +189,7 @@ def _write_parts(
         files.append("part-00000.parquet")
         pq.write_table(schema.empty_table(), folder / files[0])
     for name in files:
-        _fsync(folder / name)
+        fsync_path(folder / name)
     return rows, files
 
 
@@ -237,8 +237,8 @@ def path_text(path: bytes) -> str:
 def _write_success(folder: Path, rows: int, files: list[str]) -> None:
     marker = folder / SUCCESS_FILE
     marker.write_text(json.dumps({"rows": rows, "files": files}) + "\n")
-    _fsync(marker)
-    _fsync(folder)
+    fsync_path(marker)
+    fsync_path(folder)
 
 
 def _put_in_place(staging: Path, out: Path) -> None:
@@ -249,18 +249,9 @@ def _put_in_place(staging: Path, out: Path) -> None:
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, aside / "export")
     os.replace(staging, out)  # over an empty folder, or none: atomic either way
-    _fsync(out.parent)
+    fsync_path(out.parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # -- reading -------------------------------------------------------------------------------------------------

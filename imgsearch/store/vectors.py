@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ImgsearchError
 from . import ann
-from .catalog import Catalog, VectorChanges, storage_error
+from .catalog import Catalog, VectorChanges, fsync_path, storage_error
 
 _FILE = re.compile(r"^vectors-(\d+)\.faiss$")
 
@@ -150,7 +150,7 @@ class VectorIndex:
             if isinstance(e, (OSError, RuntimeError)):  # faiss reports a failed write as RuntimeError
                 raise storage_error(e, home) from e
             raise
-        _fsync_dir(home)
+        fsync_path(home)
         self.unsaved = False
         for old in home.iterdir():
             match = _FILE.match(old.name)
@@ -202,12 +202,3 @@ def remove_stale_temp_files(home: Path) -> None:
     for tmp in home.glob(".vectors-*.tmp"):
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
