@@ -36,7 +36,7 @@ _PRELOAD = ["torch", "open_clip", "faiss", "imgsearch.cli", "imgsearch.library",
 
 #: name -> (module, owner attribute path, kill before or after the call, how the attribute is bound)
 KILL_POINTS: dict[str, tuple[str, str, str, str]] = {
-    "hashing": ("imgsearch.index.indexer", "_try_hash", "before", "function"),
+    "hashing": ("imgsearch.index.indexer", "try_hash", "before", "function"),
     "loading the model": ("imgsearch.model.encoder", "Encoder.load", "before", "classmethod"),
     "embedding a batch": ("imgsearch.model.encoder", "Encoder.embed_pixels", "before", "method"),
     "inside a write transaction": ("imgsearch.store.catalog", "CatalogWriter.add_image", "before", "method"),

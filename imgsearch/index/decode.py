@@ -64,6 +64,16 @@ def hash_file(path: str | bytes) -> tuple[bytes, int, int]:
     return digest, st.st_size, st.st_mtime_ns
 
 
+def try_hash(path: bytes) -> tuple[bytes, int, int] | str | None:
+    """hash_file, or a one-line reason; None when the file vanished meanwhile (nothing to report)."""
+    try:
+        return hash_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot read file: {e.strerror or e}"
+
+
 def decode_file(path: str | bytes, prep: Preprocess, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Read, hash and decode one file; every failure becomes a DecodeError with a one-line reason."""
     try:

@@ -23,7 +23,7 @@ from ..model.specs import CONFIG_FILE, ModelSpec, parse_model_spec
 from ..store.catalog import Catalog, CatalogWriter, Content
 from ..store.parquet import Dataset, EmbeddingBatch
 from ..store.vectors import VectorIndex
-from .decode import MAX_PIXELS, hash_file, open_upright_rgb
+from .decode import MAX_PIXELS, open_upright_rgb, try_hash
 from .events import IndexEvents
 from .scan import FileStat, walk
 
@@ -227,7 +227,7 @@ class Importer:
         self.events.phase("hashing", len(files))
         out = []
         with ThreadPoolExecutor(_THREADS) as pool:
-            for fs, result in zip(files, pool.map(_try_hash, (f.path for f in files)), strict=True):
+            for fs, result in zip(files, pool.map(try_hash, (f.path for f in files)), strict=True):
                 self.events.advance()
                 if isinstance(result, tuple):
                     digest, size, mtime_ns = result
@@ -357,13 +357,3 @@ def probe(path: bytes) -> tuple[int, int, str, float | None]:
     if orientation(exif) in (5, 6, 7, 8):
         width, height = height, width
     return width, height, fmt, taken_at(exif)
-
-
-def _try_hash(path: bytes) -> tuple[bytes, int, int] | str | None:
-    """Hash or a one-line reason; None when the file vanished meanwhile (nothing to report)."""
-    try:
-        return hash_file(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        return f"cannot read file: {e.strerror or e}"

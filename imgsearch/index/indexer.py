@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..store.catalog import Catalog, CatalogWriter, Content, KnownFile
 from ..store.vectors import VectorIndex
-from .decode import hash_file
+from .decode import hash_file, try_hash
 from .embedding import Embedded, Pipeline
 from .events import IndexEvents
 from .scan import FileStat, under, walk
@@ -181,7 +181,7 @@ class Indexer:
         self.events.phase("hashing", len(files))
         failures: list[tuple[FileStat, str]] = []
         with ThreadPoolExecutor(_HASH_THREADS) as pool:
-            for fs, result in zip(files, pool.map(_try_hash, (f.path for f in files)), strict=True):
+            for fs, result in zip(files, pool.map(try_hash, (f.path for f in files)), strict=True):
                 self.events.advance()
                 if isinstance(result, tuple):
                     digest, size, mtime_ns = result
@@ -280,16 +280,6 @@ class Indexer:
     def _follow(self, w: CatalogWriter) -> None:
         if w.changes and w.version is not None and self.vectors is not None:
             self.vectors.apply(w.changes, w.version)
-
-
-def _try_hash(path: bytes) -> tuple[bytes, int, int] | str | None:
-    """Hash or a one-line reason; None when the file vanished meanwhile (nothing to report)."""
-    try:
-        return hash_file(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        return f"cannot read file: {e.strerror or e}"
 
 
 def _still(path: bytes, content_hash: bytes) -> bool:
