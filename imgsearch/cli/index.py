@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
 
 from ..index.events import IndexEvents
+from . import LOADED_AT
 from .options import library_options, open_library
 from .output import display_path
 
@@ -72,8 +74,20 @@ class TerminalProgress(IndexEvents):
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still listed."
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Say where the time went (imports, scan, model, encode, commit, save, export) and which engine "
+    "embedded the images, and why.",
+)
 def index(
-    folders: tuple[str, ...], workers: int | None, ray: str | None, quiet: bool, **options: Any
+    folders: tuple[str, ...],
+    workers: int | None,
+    ray: str | None,
+    quiet: bool,
+    verbose: bool,
+    **options: Any,
 ) -> None:
     """Index FOLDERS (or, with none, every folder indexed before).
 
@@ -81,6 +95,7 @@ def index(
     embedded, moved, renamed and copied files reuse their stored vectors, deleted files leave the index.
     Files that cannot be read as images are listed and skipped until they change.
     """
+    imports = time.perf_counter() - LOADED_AT
     library = open_library(workers=workers, **options)
     progress = TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
     try:
@@ -96,6 +111,11 @@ def index(
             shown = ", ".join(f"{node} ({n})" for node, n in sorted(report.nodes.items()))
             click.echo(f"decoded on {len(report.nodes)} Ray node(s): {shown}", err=True)
         click.echo(report.summary())
+    if verbose:
+        phases = {"imports": imports, **report.phases}
+        click.echo("time: " + ", ".join(f"{name} {s:.2f} s" for name, s in phases.items()), err=True)
+        if report.engine:
+            click.echo(f"engine: {report.engine}", err=True)
 
 
 COMMANDS = [index]

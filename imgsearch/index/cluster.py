@@ -73,14 +73,16 @@ class RayPipeline:
         self.limit = limit
         self.decode = decode  # as imgsearch.index.workers.decode_all takes it (tests inject faults)
         self.work_by_node: dict[str, int] = {}  # files decoded on each node (IP/node id)
+        self.engine = "torch on Ray actors"
         self._prep: Preprocess | None = None
 
     @property
     def commit_every(self) -> int:
         return COMMIT_EVERY
 
-    def prepare(self) -> int:
-        """Join (or start) the cluster, check that every node sees the roots, and describe the model."""
+    def prepare(self, count: int) -> int:
+        """Join (or start) the cluster, check that every node sees the roots, and describe the model (its
+        actors embed with torch, whatever `count`)."""
         ray = _import_ray()
         self._connect(ray)
         self._check_roots(ray)

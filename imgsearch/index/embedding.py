@@ -18,6 +18,10 @@ from .workers import Job, decode_all
 
 if TYPE_CHECKING:
     from ..model.encoder import Encoder
+    from ..model.engine import Engine
+    from ..model.onnx_image import OnnxImage
+
+    ImageEncoder = Encoder | OnnxImage
 
 
 @dataclass
@@ -49,9 +53,11 @@ Result = Embedded | str | None
 class Pipeline(Protocol):
     #: Files decoded on each node of a cluster (empty for the local pipeline: all of them here).
     work_by_node: dict[str, int]
+    #: How the images were embedded, and why so (for `index -v`); set by prepare.
+    engine: str
 
-    def prepare(self) -> int:
-        """Load what embedding needs (the model, a cluster); the vector size."""
+    def prepare(self, count: int) -> int:
+        """Load what embedding `count` images needs (the model, a cluster); the vector size."""
 
     @property
     def commit_every(self) -> int:
@@ -65,26 +71,31 @@ class Pipeline(Protocol):
 
 
 class LocalPipeline:
-    """Decode in `workers` processes, embed with the encoder `load_encoder` gives (loaded on prepare)."""
+    """Decode in `workers` processes, embed with the engine `choose_engine(count)` gives on prepare: the
+    torch encoder or the ONNX image export (imgsearch.model.runtime.ModelRuntime.index_engine)."""
 
-    def __init__(self, load_encoder: Callable[[], Encoder], workers: int):
-        self.load_encoder = load_encoder
+    def __init__(self, choose_engine: Callable[[int], tuple[ImageEncoder, Engine]], workers: int):
+        self.choose_engine = choose_engine
         self.workers = workers
         self.work_by_node: dict[str, int] = {}
-        self._encoder: Encoder | None = None
+        self.engine = ""
+        self._encoder: ImageEncoder | None = None
 
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            self._encoder = self.load_encoder()
+            self.prepare(1)
+        assert self._encoder is not None
         return self._encoder
 
-    def prepare(self) -> int:
-        return self.encoder.dim
+    def prepare(self, count: int) -> int:
+        self._encoder, chosen = self.choose_engine(count)
+        self.engine = f"{chosen.name} ({chosen.why})" if chosen.why else chosen.name
+        return self._encoder.dim
 
     @property
     def commit_every(self) -> int:
-        return self.encoder.runtime.batch_size
+        return self.encoder.batch_size
 
     def close(self) -> None:
         """The encoder stays with the runtime that loaded it, for the next run and for queries."""
@@ -95,7 +106,7 @@ class LocalPipeline:
         for job, result in decode_all(jobs, encoder.preprocess, self.workers):
             if isinstance(result, DecodedImage):
                 decoded.append((job, result))
-                if len(decoded) >= encoder.runtime.batch_size:
+                if len(decoded) >= encoder.batch_size:
                     yield from self._embed(decoded)
                     decoded = []
             else:
@@ -108,4 +119,4 @@ class LocalPipeline:
         encoder = self.encoder
         vectors = encoder.embed_pixels(np.stack([d.pixels for _, d in decoded]))
         for vector, (job, d) in zip(vectors, decoded, strict=True):
-            yield job, Embedded.of(d, vector, encoder.runtime.precision)
+            yield job, Embedded.of(d, vector, encoder.precision)

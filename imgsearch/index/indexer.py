@@ -38,6 +38,8 @@ class IndexReport:
     unreadable: list[tuple[bytes, str]] = field(default_factory=list)  # folders that could not be listed
     failures: list[tuple[bytes, str]] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)  # files decoded per Ray node (--ray only)
+    engine: str = ""  # what embedded the images, and why (empty when nothing was new)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, model, encode, commit, ...
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -92,6 +94,7 @@ class Indexer:
         started = time.perf_counter()
         try:
             jobs = self._plan(roots)
+            self.report.phases["scan"] = time.perf_counter() - started
             if jobs:
                 self._encode(jobs)
         finally:
@@ -197,7 +200,12 @@ class Indexer:
     # -- encoding: the pipeline decodes and embeds, each batch of its results is committed here ------------
     def _encode(self, jobs: list[_Job]) -> None:
         self.events.loading_model(self.model_id)
-        self.dim = self.pipeline.prepare()
+        loading = time.perf_counter()
+        self.dim = self.pipeline.prepare(len(jobs))
+        self.report.engine = self.pipeline.engine
+        encoding = time.perf_counter()
+        self.report.phases["model"] = encoding - loading
+        self.report.phases["commit"] = 0.0
         if self.vectors is None:  # a new index: its vector size is known now
             self.vectors = VectorIndex(self.dim)
         record_model = self.catalog.model() is None
@@ -231,6 +239,8 @@ class Indexer:
             jobs = again
         self._store(batch, failed, record_model)
         self.report.nodes = dict(self.pipeline.work_by_node)
+        phases = self.report.phases
+        phases["encode"] = time.perf_counter() - encoding - phases["commit"]
 
     def _store(
         self,
@@ -241,6 +251,7 @@ class Indexer:
         """Commit one batch of vectors, with the failures seen meanwhile, in one transaction."""
         if not batch and not failed:
             return
+        committing = time.perf_counter()
         with self.catalog.write() as w:
             if record_model:
                 w.set_model(self.model_id, self.dim)
@@ -266,6 +277,7 @@ class Indexer:
                 for fs, known_id in job.files:
                     self._fail(w, fs, reason, known_id)
         self._follow(w)
+        self.report.phases["commit"] += time.perf_counter() - committing
         self.events.advance(sum(len(j.files) for j, _ in batch) + sum(len(j.files) for j, _ in failed))
 
     def _fail(self, w: CatalogWriter, fs: FileStat, reason: str, known_id: int | None) -> None:

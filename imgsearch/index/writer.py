@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import IndexBusy, UsageError
+from ..model.cache import remove_old_exports
 from ..model.runtime import ModelRuntime
 from ..model.specs import ModelSpec, model_for
 from ..store.catalog import DB_FILE, Catalog, storage_error
@@ -57,9 +59,10 @@ class Writer:
         """
         with self._writing(folders, "index") as (catalog, spec, roots):
             report = self._update(catalog, spec, roots, events, ray=ray)[0]
-        say = "preparing fast text queries (once per model)"
-        # after the lock is released: queries wait for nothing
-        self.runtime.offer_text_export(spec, partial(events.preparing, say) if events else None)
+        if self.runtime.holds_torch(spec):  # it paid for torch: the exports spare the next run that
+            asking = time.perf_counter()
+            if self.runtime.offer_exports(spec):
+                report.phases["export (started in the background)"] = time.perf_counter() - asking
         return report
 
     def watch(
@@ -111,9 +114,11 @@ class Writer:
                 run(roots, "caught up")
                 if events is not None:
                     events.loading_model(spec.id)
-                self.runtime.encoder(spec)  # now, not when the first photo arrives
-                self.runtime.offer_text_export(spec)
-                _log.info("model loaded; waiting for changes")
+                # now, not when the first photo arrives: what a batch of a few photos will take
+                engine = self.runtime.index_engine(spec, count=1)[1]
+                if engine.runtime == "torch":
+                    self.runtime.offer_exports(spec)
+                _log.info("%s loaded; waiting for changes", engine.name)
 
             watcher.run(stop, on_start=on_start)
             _log.info("stopped watching")
@@ -135,6 +140,7 @@ class Writer:
             raise
         try:
             remove_stale_temp_files(self.home)
+            remove_old_exports(self.home)
             spec = model_for(catalog.model(), self.requested_model, self.home)[0]
             if not roots:
                 roots = catalog.roots()
@@ -172,7 +178,9 @@ class Writer:
         finally:
             current = indexer.vectors
             if current is not None and current.version == catalog.vectors_version() and current.unsaved:
+                saving = time.perf_counter()
                 current.save(self.home)  # a re-scan that changed nothing writes nothing
+                indexer.report.phases["save"] = time.perf_counter() - saving
 
     def _pipeline(self, spec: ModelSpec, ray: str | None, roots: list[bytes]) -> Pipeline:
         """Where new content is embedded: on a Ray cluster when one was asked for, else here."""
@@ -180,7 +188,8 @@ class Writer:
             from .cluster import RayPipeline
 
             return RayPipeline(ray, spec, self.runtime.device, self.runtime.precision, roots, self.workers)
-        return LocalPipeline(lambda: self.runtime.encoder(spec), self.workers or max(1, os.cpu_count() or 1))
+        workers = self.workers or max(1, os.cpu_count() or 1)
+        return LocalPipeline(partial(self.runtime.index_engine, spec), workers)
 
     def _write_lock(self) -> FileLock:
         from filelock import FileLock, Timeout

@@ -98,6 +98,15 @@ class Encoder:
         return self.spec.id
 
     @property
+    def precision(self) -> str:
+        """The numerics of the image vectors it makes."""
+        return self.runtime.precision
+
+    @property
+    def batch_size(self) -> int:
+        return self.runtime.batch_size
+
+    @property
     def exact_images(self) -> bool:
         """Whether the image tower runs in the query numerics (fp32), so it may embed query pictures."""
         return self.runtime.precision == QUERY_PRECISION

@@ -1,12 +1,13 @@
 """Write the ONNX text and image exports (see imgsearch.model.onnx_text, imgsearch.model.onnx_image)
 from a loaded torch encoder, checked before use.
 
-Runs where torch is loaded already (indexing, or a query that had no export), once per model and index
-home. An export is made from the same weights in fp32, pre-optimised by ONNX Runtime, then checked: for
-text, imgsearch's tokenizer must give open_clip's token ids and the ONNX vectors cosine >= MIN_COS to the
-torch encoder's on PROBES; for images, the vectors of IMAGE_PROBES. Otherwise, or when the model's
-tokenizer is not CLIP's BPE, meta.json records why and queries keep the torch path. Files go to a temporary
-folder that is renamed into place.
+Runs in the background exporter (imgsearch.model.exporter), once per model content for a user (the exports
+live in the per-user cache, imgsearch.model.cache). An export is made from the same weights in fp32,
+pre-optimised by ONNX Runtime, then checked: for text, imgsearch's tokenizer must give open_clip's token ids
+and the ONNX vectors cosine >= MIN_COS to the torch encoder's on PROBES; for images, the vectors of the
+image probes, and an int8 variant is kept beside it when its vectors are within MIN_COS_INT8. Otherwise, or
+when the model's tokenizer is not CLIP's BPE, meta.json records why and queries keep the torch path. Files
+go to a temporary folder that is renamed into place.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from . import onnx_image
+from .cache import export_folder, model_key
 from .compat import causal_text_tower, encode_text_prefix, tokenizer_config, traceable_attention
 from .encoder import Encoder
 from .onnx_image import OnnxImage
 from .onnx_text import (
     DATA_FILE,
     FILES,
+    FOLDER,
     FORMAT,
     INPUT,
     MERGES_FILE,
@@ -41,8 +44,6 @@ from .onnx_text import (
     OnnxText,
     current_meta,
     enabled,
-    export_folder,
-    source_stamp,
 )
 from .tokenizer import open_clip_vocab, read_merges
 
@@ -77,19 +78,22 @@ PROBES = [
 IMAGE_PROBE_SEED = 20261127
 
 
-def ensure_text_export(encoder: Encoder, home: Path, on_start: Callable[[], None] | None = None) -> None:
-    """Export the encoder's text tower into `home` unless a usable export, or a record that this model is
-    unsupported by these library versions, is there already; `on_start` is called when one is made (it
-    takes seconds). Never raises: a failure costs speed only."""
-    if enabled():
-        _ensure(encoder, export_folder(home, encoder.spec.id), FORMAT, OnnxText.load, export_text, on_start)
+def ensure_text_export(encoder: Encoder, on_start: Callable[[], None] | None = None) -> bool:
+    """Export the encoder's text tower into the cache unless a usable export, or a record that this model
+    is unsupported by these library versions, is there already; `on_start` is called when one is made (it
+    takes seconds). Whether one was made. Never raises: a failure costs speed only."""
+    if not enabled():
+        return False
+    folder = export_folder(encoder.spec, FOLDER)
+    return _ensure(encoder, folder, FORMAT, OnnxText.load, export_text, on_start)
 
 
-def ensure_image_export(encoder: Encoder, home: Path, on_start: Callable[[], None] | None = None) -> None:
+def ensure_image_export(encoder: Encoder, on_start: Callable[[], None] | None = None) -> bool:
     """The same for the image tower (imgsearch.model.onnx_image)."""
-    if enabled(onnx_image.SWITCH):
-        folder = export_folder(home, encoder.spec.id, onnx_image.FOLDER)
-        _ensure(encoder, folder, onnx_image.FORMAT, OnnxImage.load, export_image, on_start)
+    if not enabled(onnx_image.SWITCH):
+        return False
+    folder = export_folder(encoder.spec, onnx_image.FOLDER)
+    return _ensure(encoder, folder, onnx_image.FORMAT, OnnxImage.load, export_image, on_start)
 
 
 def _ensure(
@@ -99,17 +103,18 @@ def _ensure(
     load: Callable[[Path, dict[str, Any]], object | None],
     export: Callable[[Encoder, Path], dict[str, Any]],
     on_start: Callable[[], None] | None,
-) -> None:
+) -> bool:
     meta = current_meta(folder, encoder.spec, format)
     if meta is not None:
         if meta.get("supported") and load(folder, meta) is not None:
-            return
+            return False
         if not meta.get("supported") and meta.get("versions") == _versions():
-            return
+            return False
     if on_start is not None:
         on_start()
     try:
         export(encoder, folder)
+        return True
     except OSError as e:  # a read-only home or a full disk: try again another time
         _log.warning("cannot write the ONNX export to %s (%s); cold queries keep loading torch", folder, e)
     except Exception as e:  # a model the exporter cannot handle; recorded so it is not tried every query
@@ -121,6 +126,7 @@ def _ensure(
         )
         with contextlib.suppress(OSError):
             _write_meta_only(folder, encoder, f"export failed: {type(e).__name__}: {e}"[:500], format)
+    return False
 
 
 def export_text(encoder: Encoder, folder: Path) -> dict[str, Any]:
@@ -154,7 +160,13 @@ def export_image(encoder: Encoder, folder: Path) -> dict[str, Any]:
         _export_image_onnx(reference, tmp)
         preprocess = dataclasses.asdict(reference.preprocess)
         meta = _meta(encoder, onnx_image.FORMAT, dim=reference.dim, preprocess=preprocess)
-        return _finish(tmp, folder, meta, onnx_image.FILES, _verify_image, reference, started)
+        files: tuple[str, ...] = onnx_image.FILES
+        try:
+            _quantize_int8(tmp / onnx_image.MODEL_FILE, tmp / onnx_image.INT8_FILE)
+            files = (*files, onnx_image.INT8_FILE)
+        except Exception as e:  # the fp32 export stands alone: indexing keeps the other engines
+            meta["int8_failed"] = f"quantizing failed: {type(e).__name__}: {e}"[:300]
+        return _finish(tmp, folder, meta, files, _verify_image, reference, started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -172,9 +184,8 @@ def _finish(
     meta["files"] = {name: (tmp / name).stat().st_size for name in files}
     meta.update(verify(reference, tmp, meta))
     if not meta["supported"]:
-        for name in files:
+        for name in meta.pop("files"):
             (tmp / name).unlink()
-        del meta["files"]
     meta["export_seconds"] = round(time.perf_counter() - started, 2)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     _install(tmp, folder)
@@ -277,6 +288,24 @@ def _write_onnx(
     raw.unlink()
 
 
+def _quantize_int8(source: Path, target: Path) -> None:
+    """ONNX Runtime's dynamic quantization of the optimised graph's MatMul and Gemm weights to int8 (the
+    activations are quantized per batch as they come). Its fused nodes have no ONNX type information,
+    so float is named as the default type."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+
+
 def _verify_text(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Open the export as a query would and compare it with torch on PROBES, in one batch and one by one
     (every length the graph must handle): tokens equal, cos >= MIN_COS."""
@@ -296,28 +325,56 @@ def _verify_text(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict
 
 
 def _verify_image(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Open the export as a query would and compare it with torch on image probes (noise, flat grey, a
-    gradient), in one batch and one by one: cos >= MIN_COS."""
+    """Open the export as a query would and compare it with torch on image probes, in one batch and one by
+    one: cos >= MIN_COS. The int8 variant, when quantizing worked, must reach MIN_COS_INT8 on them, else
+    its file is dropped and meta.json says why."""
     import numpy as np
 
     onnx = OnnxImage.load(folder, meta)
     if onnx is None:
         return {"supported": False, "reason": "the exported files do not load"}
-    prep = reference.preprocess
-    noise = np.random.default_rng(IMAGE_PROBE_SEED).integers(0, 256, (2, prep.height, prep.width, 3))
-    grey = np.full((1, prep.height, prep.width, 3), 128)
-    ramp = np.broadcast_to(np.linspace(0, 255, prep.width)[None, None, :, None], grey.shape)
-    probes = np.concatenate([noise, grey, ramp]).astype(np.uint8)
+    probes = _image_probes(reference.preprocess)
+    expected = reference.embed_pixels(probes)
     alone = np.concatenate([onnx.embed_pixels(probe[None]) for probe in probes])
-    return _verdict(reference.embed_pixels(probes), [onnx.embed_pixels(probes), alone])
+    verdict = _verdict(expected, [onnx.embed_pixels(probes), alone])
+    int8 = {"supported": False, "reason": meta.pop("int8_failed", "not made")}
+    if (folder / onnx_image.INT8_FILE).exists():
+        quantized = OnnxImage.load(folder, meta, "int8")
+        if quantized is None:
+            int8 = {"supported": False, "reason": "the int8 file does not load"}
+        else:
+            int8 = _verdict(expected, [quantized.embed_pixels(probes)], onnx_image.MIN_COS_INT8)
+        if not int8["supported"]:
+            (folder / onnx_image.INT8_FILE).unlink()
+            del meta["files"][onnx_image.INT8_FILE]
+    return {**verdict, "int8": int8}
 
 
-def _verdict(expected: Any, outputs: list[Any]) -> dict[str, Any]:
-    """Supported when every output row has cosine >= MIN_COS to torch's."""
+def _image_probes(prep: Any) -> Any:
+    """Noise, flat grey, a gradient, and smooth colour fields with sensor-like noise (what photos look like
+    to the tower, as far as the probes can say without shipping photos)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(IMAGE_PROBE_SEED)
+    shape = (prep.height, prep.width, 3)
+    noise = rng.integers(0, 256, (2, *shape))
+    grey = np.full((1, *shape), 128)
+    ramp = np.broadcast_to(np.linspace(0, 255, prep.width)[None, None, :, None], grey.shape)
+    fields = []
+    for _ in range(5):
+        coarse = Image.fromarray(rng.integers(0, 256, (5, 5, 3)).astype(np.uint8))
+        smooth = np.asarray(coarse.resize((prep.width, prep.height), Image.Resampling.BICUBIC), np.int16)
+        fields.append(np.clip(smooth + rng.integers(-12, 12, shape), 0, 255))
+    return np.concatenate([noise, grey, ramp, np.stack(fields)]).astype(np.uint8)
+
+
+def _verdict(expected: Any, outputs: list[Any], least: float = MIN_COS) -> dict[str, Any]:
+    """Supported when every output row has cosine >= `least` to torch's."""
     cos = float(min((got * expected).sum(axis=1).min() for got in outputs))
     verified = {"probes": len(expected), "min_cos": round(cos, 7)}
-    if cos < MIN_COS:
-        return {"supported": False, "reason": f"cosine to torch {cos:.6f} < {MIN_COS}", "verified": verified}
+    if cos < least:
+        return {"supported": False, "reason": f"cosine to torch {cos:.6f} < {least}", "verified": verified}
     return {"supported": True, "verified": verified}
 
 
@@ -325,7 +382,7 @@ def _meta(encoder: Encoder, format: int, **extra: Any) -> dict[str, Any]:
     return {
         "format": format,
         "model": encoder.spec.id,
-        "source": source_stamp(encoder.spec),
+        "key": model_key(encoder.spec),
         "versions": _versions(),
         **extra,
     }

@@ -2,7 +2,7 @@
 
 Importing torch and open_clip costs a new process seconds; a text query needs only the text tower. So when
 the torch encoder is loaded anyway (indexing, or a query without an export), imgsearch.model.export writes
-the text tower, checked against torch, to `<home>/text-encoder/<model key>/`:
+the text tower, checked against torch, to `<cache>/text-encoder/<model key>/` (imgsearch.model.cache):
 
   text.onnx, text.onnx.data   the graph, pre-optimised by ONNX Runtime, and its weights (memory-mapped)
   merges.txt                  the tokenizer's BPE merges (imgsearch.model.tokenizer)
@@ -13,24 +13,23 @@ This module only reads an export: it imports neither torch nor open_clip.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .specs import CONFIG_FILE, ModelSpec
+from .cache import export_folder, model_key
+from .specs import ModelSpec
 from .tokenizer import ClipTokenizer, read_merges, trim_padding
 
 _log = logging.getLogger("imgsearch")
 
 FOLDER = "text-encoder"
-FORMAT = 2  # bump when the files or their meaning change: older exports are then made again (2: any length)
+FORMAT = 3  # bump when the files or their meaning change: older exports are then made again (3: in the cache)
 MODEL_FILE = "text.onnx"
 DATA_FILE = "text.onnx.data"
 MERGES_FILE = "merges.txt"
@@ -46,28 +45,6 @@ def enabled(variable: str = "IMGSEARCH_TEXT_EXPORT") -> bool:
     return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def export_folder(home: str | os.PathLike[str], model_id: str, kind: str = FOLDER) -> Path:
-    """`<home>/<kind>/<readable part of the id>-<hash>`: one folder per model, any id is a safe name."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._")[-60:]
-    digest = hashlib.blake2b(model_id.encode(), digest_size=6).hexdigest()
-    return Path(home) / kind / f"{readable}-{digest}"
-
-
-def source_stamp(spec: ModelSpec) -> list[list[Any]] | None:
-    """Size and mtime of a local-dir model's files, so replacing the weights in place retires the export.
-    Hub and named weights are fixed by their id."""
-    if spec.kind != "local-dir":
-        return None
-    try:
-        return sorted(
-            [e.name, e.stat().st_size, e.stat().st_mtime_ns]
-            for e in os.scandir(spec.name)
-            if e.is_file() and (e.name == CONFIG_FILE or e.name.endswith((".safetensors", ".bin", ".pth")))
-        )
-    except OSError:
-        return None
-
-
 def read_meta(folder: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads((folder / META_FILE).read_text())
@@ -79,9 +56,7 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
 def current_meta(folder: Path, spec: ModelSpec, format: int = FORMAT) -> dict[str, Any] | None:
     """The export's meta.json when it was made by this format for this very model, else None."""
     meta = read_meta(folder)
-    if meta is None or meta.get("format") != format or meta.get("model") != spec.id:
-        return None
-    if meta.get("source") != source_stamp(spec):
+    if meta is None or meta.get("format") != format or meta.get("key") != model_key(spec):
         return None
     return meta
 
@@ -121,19 +96,21 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-def open_session(path: Path, warm: bool = False) -> Any:
+def open_session(path: Path, warm: bool = False, threads: int | None = None) -> Any:
     """An ONNX Runtime session. The graph was optimised at export, so it is not optimised again. Cold (one
     query in a new process): the weights stay memory-mapped from text.onnx.data, not prepacked (prepacking
     costs more to create than it saves on one query), every core works. `warm` (a server, many queries):
     weights prepacked for this CPU (~0.1 s more to open, each query ~2x faster) and one thread, so that
-    queries stay fast while an index or watch run keeps the other cores busy."""
+    queries stay fast while an index or watch run keeps the other cores busy. `threads` (indexing, whose
+    batches are many) prepacks and takes that many threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1 if warm else cpu_threads()
+    options.intra_op_num_threads = threads or (1 if warm else cpu_threads())
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.disable_prepacking", "0" if warm else "1")
+    prepack = warm or threads is not None
+    options.add_session_config_entry("session.disable_prepacking", "0" if prepack else "1")
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # one query: no busy waiting
     options.log_severity_level = 3  # errors only; our caller says what happened
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -150,12 +127,12 @@ class OnnxText:
         self.logit_scale = float(meta["logit_scale"])
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str], spec: ModelSpec, warm: bool = False) -> OnnxText | None:
-        """The export for `spec` in `home`, or None (why goes to the debug log): none yet, recorded as
+    def open(cls, spec: ModelSpec, warm: bool = False) -> OnnxText | None:
+        """The export for `spec` in the cache, or None (why goes to the debug log): none yet, recorded as
         unsupported, made for other weights or an older format, or damaged."""
         if not enabled():
             return None
-        folder = export_folder(home, spec.id)
+        folder = export_folder(spec, FOLDER)
         meta = usable_meta(folder, spec, FORMAT, "text")
         return None if meta is None else cls.load(folder, meta, warm)
 

@@ -1,5 +1,6 @@
 """How this process makes vectors: which encoder (torch, or the torch-free ONNX exports), in which numerics,
-the exports it offers to make, the vectors of recent queries, and warm-up for a server.
+which engine embeds an index run's images (imgsearch.model.engine), the exports it asks the background
+exporter for, the vectors of recent queries, and warm-up for a server.
 
 The contract (imgsearch.model.numerics): stored image vectors are made by the index encoder in the index
 numerics; every query vector, text or picture, is made in fp32, by the ONNX export where one is usable (no
@@ -17,9 +18,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from . import onnx_image
+from .cache import export_folder
+from .engine import ONNX, TORCH, Engine, choose
 from .numerics import QUERY_PRECISION
 from .onnx_image import OnnxImage
-from .onnx_text import OnnxText
+from .onnx_text import OnnxText, cpu_threads, enabled, usable_meta
 from .specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -52,7 +56,8 @@ class ModelRuntime:
         self._query: Encoder | None = None  # fp32 throughout, when the index encoder is not
         self._onnx_text: tuple[ModelSpec, OnnxText | None] | None = None
         self._onnx_image: tuple[ModelSpec, OnnxImage | None] | None = None
-        self._offered: set[tuple[str, str]] = set()  # (tower, model) exports checked by this runtime
+        self._index_onnx: tuple[ModelSpec, str, OnnxImage] | None = None  # an index run's, kept for the next
+        self._offered: set[str] = set()  # models whose exports this runtime asked for
         self.warm = False  # set by warm_up: many queries will follow
         self._texts: _Recent[tuple[str, str]] = _Recent()
         self._images: _Recent[tuple[str, bytes]] = _Recent()
@@ -76,6 +81,31 @@ class ModelRuntime:
 
         self._query = Encoder.load(spec, self.device, QUERY_PRECISION)
         return self._query
+
+    def index_engine(self, spec: ModelSpec, count: int) -> tuple[Encoder | OnnxImage, Engine]:
+        """What embeds the `count` images of an index run, and the choice made (imgsearch.model.engine):
+        the image export in ONNX Runtime where it is estimated faster, else the torch index encoder."""
+        folder = export_folder(spec, onnx_image.FOLDER)
+        meta = usable_meta(folder, spec, onnx_image.FORMAT, "image") if enabled(onnx_image.SWITCH) else None
+        int8 = bool(meta and meta.get("int8", {}).get("supported"))
+        torch_loaded = self._index is not None and self._index.spec == spec
+        engine = choose(folder if meta else None, int8, count, self.device, self.precision, torch_loaded)
+        if engine.runtime == ONNX and meta is not None:
+            kept = self._index_onnx
+            if kept is not None and kept[:2] == (spec, engine.precision):
+                return kept[2], engine
+            onnx = OnnxImage.load(folder, meta, engine.precision, threads=cpu_threads())
+            if onnx is not None:
+                self._index_onnx = (spec, engine.precision, onnx)
+                return onnx, engine
+            engine = Engine(TORCH, self.device, self.precision, "the image export did not open")
+        encoder = self.encoder(spec)
+        device, precision = encoder.runtime.device, encoder.runtime.precision
+        return encoder, Engine(TORCH, device, precision, engine.why)
+
+    def holds_torch(self, spec: ModelSpec) -> bool:
+        """Whether a torch encoder for `spec` is loaded in this process."""
+        return any(held is not None and held.spec == spec for held in (self._index, self._query))
 
     def _held(self, spec: ModelSpec, images: bool = False) -> Encoder | None:
         """A loaded encoder for `spec` that may embed queries (for `images`: its image tower is fp32)."""
@@ -115,8 +145,8 @@ class ModelRuntime:
         encoder = self._image_encoder(spec)
         vector = encoder.embed_pixels(decode(encoder.preprocess)[None])[0]
         self._images.remember((spec.id, digest), vector, IMAGE_CACHE)
-        if not isinstance(encoder, OnnxImage) and not self.warm:  # torch was loaded for this picture alone
-            self._offer("image", spec)
+        if not isinstance(encoder, OnnxImage):
+            self.offer_exports(spec)
         return vector
 
     def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
@@ -125,11 +155,11 @@ class ModelRuntime:
         held = self._held(spec)
         if held is None or held.runtime.device == "cpu":
             if self._onnx_text is None or self._onnx_text[0] != spec:
-                self._onnx_text = (spec, OnnxText.open(self.home, spec, warm=self.warm))
+                self._onnx_text = (spec, OnnxText.open(spec, warm=self.warm))
             if self._onnx_text[1] is not None:
                 return self._onnx_text[1]
         encoder = held or self.query_encoder(spec)
-        self._offer("text", spec)
+        self.offer_exports(spec)
         return encoder
 
     def _image_encoder(self, spec: ModelSpec) -> Encoder | OnnxImage:
@@ -139,7 +169,7 @@ class ModelRuntime:
         if held is not None:
             return held
         if self._onnx_image is None or self._onnx_image[0] != spec:
-            self._onnx_image = (spec, OnnxImage.open(self.home, spec))
+            self._onnx_image = (spec, OnnxImage.open(spec))
         if self._onnx_image[1] is not None:
             return self._onnx_image[1]
         return self.query_encoder(spec)
@@ -153,26 +183,17 @@ class ModelRuntime:
         self.query_encoder(spec)
         self._text_encoder(spec)
 
-    def offer_text_export(self, spec: ModelSpec, on_start: Callable[[], None] | None = None) -> None:
-        """With a torch encoder loaded, make the ONNX text export if the home lacks a usable one (once per
-        runtime and model; seconds, once per home; a failure only logs a warning)."""
-        self._offer("text", spec, on_start)
+    def offer_exports(self, spec: ModelSpec) -> bool:
+        """Ask the background exporter (imgsearch.model.exporter) for what this model lacks: the ONNX
+        exports and this machine's engine speeds. Once per runtime and model; whether one was started."""
+        if spec.id in self._offered:
+            return False
+        self._offered.add(spec.id)
+        from .exporter import request
 
-    def _offer(self, tower: str, spec: ModelSpec, on_start: Callable[[], None] | None = None) -> None:
-        """The image export is offered only when torch was loaded for a query picture alone, not at index
-        time: it takes disk that only users of such queries should pay."""
-        held = self._held(spec)
-        if (tower, spec.id) in self._offered or held is None:
-            return
-        self._offered.add((tower, spec.id))
-        from .export import ensure_image_export, ensure_text_export
-
-        if tower == "text":
-            ensure_text_export(held, self.home, on_start)
-            self._onnx_text = None
-        else:
-            ensure_image_export(held, self.home, on_start)
-            self._onnx_image = None
+        started = request(spec)
+        self._onnx_text = self._onnx_image = None  # opened again once the exports are there
+        return started
 
 
 class _Recent(OrderedDict[_Key, np.ndarray]):
