@@ -37,6 +37,7 @@ def _offline_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("IMGSEARCH_HOME", str(tmp_path_factory.mktemp("session-home")))
+        patch.setenv("IMGSEARCH_CACHE", str(tmp_path_factory.mktemp("session-cache")))
         for name in ("IMGSEARCH_MODEL", "IMGSEARCH_TOKEN"):
             patch.delenv(name, raising=False)
         # The exports off for module- and session-scoped fixtures too (servers they start, indexes they
@@ -51,6 +52,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own index folder; nothing touches the user's real data folder."""
     home = tmp_path / "home"
     monkeypatch.setenv("IMGSEARCH_HOME", str(home))
+    monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "cache"))  # the exports: none shared by tests
     monkeypatch.delenv("IMGSEARCH_MODEL", raising=False)
     # The ONNX text export costs each indexing test a second; the export tests turn theirs back on.
     for switch in EXPORT_SWITCHES:
@@ -74,9 +76,21 @@ def export_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture(autouse=True)
 def _no_leftover_processes() -> Iterator[None]:
-    """SIGKILL, after each test, whatever it started through tests/cli_process.py that still runs."""
+    """SIGKILL, after each test, whatever it started through tests/cli_process.py that still runs, and the
+    background exporters it started (imgsearch.model.exporter) in its cache."""
     yield
     cli_process.kill_all()
+    for marker in (Path(os.environ["IMGSEARCH_CACHE"]) / "running").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int(marker.read_text()), signal.SIGKILL)  # its own session: the pid is its group
+
+
+@pytest.fixture
+def exports_made() -> Callable[[], None]:
+    """Wait for the background exporters this test started (indexing and cold queries start them)."""
+    from imgsearch.model.exporter import wait_all
+
+    return lambda: wait_all(timeout=300)
 
 
 @pytest.fixture(scope="session")

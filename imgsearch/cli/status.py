@@ -54,7 +54,8 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
     if info.formats:
         click.echo(f"formats   {', '.join(f'{fmt} {n:,}' for fmt, n in info.formats.items())}")
     click.echo(f"decoders  {', '.join(f'{name} {version}' for name, version in info.decoders.items())}")
-    click.echo(f"on disk   {info.disk_bytes / 1e6:.1f} MB")
+    exports = f"; exports {info.exports_bytes / 1e6:.1f} MB in {info.cache}" if info.exports_bytes else ""
+    click.echo(f"on disk   {info.disk_bytes / 1e6:.1f} MB index{exports}")
 
 
 COMMANDS = [status]

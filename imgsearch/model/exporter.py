@@ -88,6 +88,16 @@ def wait(spec: ModelSpec, timeout: float = 300.0) -> None:
         time.sleep(0.1)
 
 
+def wait_all(timeout: float = 300.0) -> None:
+    """Until no exporter of any model runs in this cache."""
+    deadline = time.monotonic() + timeout
+    for marker in (cache_home() / "running").glob("*.pid"):
+        while _running(marker):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"an exporter still runs after {timeout:.0f} s ({marker})")
+            time.sleep(0.1)
+
+
 def _marker(spec: ModelSpec) -> Path:
     return cache_home() / "running" / f"{model_key(spec)}.pid"
 

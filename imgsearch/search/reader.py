@@ -14,9 +14,11 @@ import numpy as np
 
 from ..errors import DecodeError, IndexNotFound, UsageError
 from ..formats import decoders
+from ..home import cache_home
 from ..index.scan import absolute
+from ..model.cache import exports_bytes
 from ..model.runtime import ModelRuntime
-from ..model.specs import ModelSpec, model_for
+from ..model.specs import ModelSpec, model_for, parse_model_spec
 from ..store.catalog import DB_FILE, Catalog
 from ..store.vectors import VectorIndex, describe_file, vectors_file
 from .classify import Classification, ZeroShot, check_arguments, with_wanted
@@ -51,7 +53,9 @@ class Status:
     vectors_version: int
     vectors_file: str | None
     search_index: str | None  # 'exact' or the approximate index's shape (see imgsearch.store.ann)
-    disk_bytes: int
+    disk_bytes: int  # the index folder's files
+    exports_bytes: int  # this model's ONNX exports in the per-user cache (imgsearch.model.cache)
+    cache: str  # that cache, shared by every index folder of this user
     formats: dict[str, int]  # indexed files per stored format name (JPEG, CR2 ...)
     decoders: dict[str, str]  # what reads the files here, with versions (see imgsearch.formats)
 
@@ -162,6 +166,8 @@ class Reader:
                 vectors_file=str(vfile) if vfile.exists() else None,
                 search_index=describe_file(vfile) if vfile.exists() else None,
                 disk_bytes=disk,
+                exports_bytes=exports_bytes(parse_model_spec(model[0])) if model else 0,
+                cache=str(cache_home()),
                 formats=catalog.counts_by_format(),
                 decoders=decoders(),
             )
