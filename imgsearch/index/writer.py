@@ -118,7 +118,7 @@ class Writer:
                 engine = self.runtime.index_engine(spec, count=1)[1]
                 if engine.runtime == "torch":
                     self.runtime.offer_exports(spec)
-                _log.info("%s loaded; waiting for changes", engine.name)
+                _log.info("model loaded (%s); waiting for changes", engine.name)
 
             watcher.run(stop, on_start=on_start)
             _log.info("stopped watching")
