@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .decode import DecodedImage
-from .workers import Job, decode_all
+from .workers import DecodePool, Job, decode_all
 
 if TYPE_CHECKING:
     from ..model.encoder import Encoder
@@ -71,12 +71,17 @@ class Pipeline(Protocol):
 
 
 class LocalPipeline:
-    """Decode in `workers` processes, embed with the engine `choose_engine(count)` gives on prepare: the
-    torch encoder or the ONNX image export (imgsearch.model.runtime.ModelRuntime.index_engine)."""
+    """Decode in `workers` processes (a number: started for this run; a DecodePool: kept by the caller),
+    embed with the engine `choose_engine(count)` gives on prepare: the torch encoder or the ONNX image
+    export (imgsearch.model.runtime.ModelRuntime.index_engine). The workers start before the engine loads,
+    so that both happen at once."""
 
-    def __init__(self, choose_engine: Callable[[int], tuple[ImageEncoder, Engine]], workers: int):
+    def __init__(
+        self, choose_engine: Callable[[int], tuple[ImageEncoder, Engine]], workers: int | DecodePool
+    ):
         self.choose_engine = choose_engine
-        self.workers = workers
+        self._own_pool = isinstance(workers, int)
+        self.pool = DecodePool(workers) if isinstance(workers, int) else workers
         self.work_by_node: dict[str, int] = {}
         self.engine = ""
         self._encoder: ImageEncoder | None = None
@@ -89,6 +94,7 @@ class LocalPipeline:
         return self._encoder
 
     def prepare(self, count: int) -> int:
+        self.pool.start()
         self._encoder, chosen = self.choose_engine(count)
         self.engine = f"{chosen.name} ({chosen.why})" if chosen.why else chosen.name
         return self._encoder.dim
@@ -98,12 +104,15 @@ class LocalPipeline:
         return self.encoder.batch_size
 
     def close(self) -> None:
-        """The encoder stays with the runtime that loaded it, for the next run and for queries."""
+        """The encoder stays with the runtime that loaded it, for the next run and for queries; a pool
+        of this run's own ends."""
+        if self._own_pool:
+            self.pool.close()
 
     def embed(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Result]]:
         encoder = self.encoder
         decoded: list[tuple[Job, DecodedImage]] = []
-        for job, result in decode_all(jobs, encoder.preprocess, self.workers):
+        for job, result in decode_all(jobs, encoder.preprocess, self.pool):
             if isinstance(result, DecodedImage):
                 decoded.append((job, result))
                 if len(decoded) >= encoder.batch_size:

@@ -50,8 +50,41 @@ def crash_reason(limit: int) -> str:
     return f"the decoder crashed or ran over {limit} s on this file"
 
 
-def _pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(os.getpid(),))
+class DecodePool:
+    """`workers` decode processes, started ahead of need (`start`: while the model loads) and kept across
+    decode_all calls, so a watch run's batches do not each pay for starting Python and Pillow."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Launch every worker now; each imports its modules while the caller goes on."""
+        pool = self.executor()
+        for _ in range(self.workers):
+            pool.submit(_ready)
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.workers, context, initializer=_start_worker, initargs=(os.getpid(),)
+            )
+        return self._pool
+
+    def replace(self) -> ProcessPoolExecutor:
+        """A new pool for one whose worker died (the old one is unusable)."""
+        self.close()
+        return self.executor()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _ready() -> None:
+    """A task that only makes a worker start."""
 
 
 def _start_worker(parent: int) -> None:
@@ -89,11 +122,12 @@ def guarded(
 def decode_all(
     jobs: Iterable[Job],
     prep: Preprocess,
-    workers: int,
+    workers: int | DecodePool,
     decode: Callable[[bytes, Preprocess], DecodedImage | str | None] = decode_job,
     limit: int = DECODE_TIME_LIMIT_S,
 ) -> Iterator[tuple[Job, DecodedImage | str | None]]:
-    """Decode in worker processes, a bounded window ahead of the consumer, in completion order.
+    """Decode in worker processes (a number: a pool of this call's own; a DecodePool: kept after it), a
+    bounded window ahead of the consumer, in completion order.
 
     A worker that dies (a decoder crash, or the time limit's alarm) breaks the pool. The pool is replaced
     and the files that were in flight are retried one at a time, alone in the pool, so that a second death
@@ -101,9 +135,10 @@ def decode_all(
     """
     queue = list(jobs)[::-1]
     suspects: list[Job] = []
-    window = workers * 4 + 32
-    context = multiprocessing.get_context("spawn")
-    pool = _pool(workers, context)
+    own = not isinstance(workers, DecodePool)
+    pools = DecodePool(workers) if isinstance(workers, int) else workers
+    window = pools.workers * 4 + 32
+    pool = pools.executor()
     pending: dict[Future, Job] = {}
     alone: Job | None = None
     try:
@@ -133,8 +168,11 @@ def decode_all(
             if broken:
                 suspects.extend(pending.values())
                 pending.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = _pool(workers, context)
+                pool = pools.replace()
             yield from results
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if own:
+            pools.close()
+        else:  # the consumer stopped early: what is still queued is not needed
+            for future in pending:
+                future.cancel()

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ from .embedding import LocalPipeline, Pipeline
 from .events import IndexEvents
 from .indexer import Indexer, IndexReport
 from .scan import absolute
+from .workers import DecodePool
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -89,11 +90,12 @@ class Writer:
         if settle < 0 or rescan_interval < 0:
             raise UsageError("settle and rescan interval must not be negative")
         stop = stop or threading.Event()
-        with self._writing(folders, "watch") as (catalog, spec, roots):
+        pool = DecodePool(self._workers())  # kept across batches: each would otherwise start its workers
+        with self._writing(folders, "watch") as (catalog, spec, roots), closing(pool):
             kept: list[VectorIndex | None] = [None]  # the FAISS index, kept in memory between batches
 
             def run(targets: list[bytes], why: str) -> None:
-                report, kept[0] = self._update(catalog, spec, targets, events, kept[0])
+                report, kept[0] = self._update(catalog, spec, targets, events, kept[0], pool=pool)
                 shown = ", ".join(os.fsdecode(t) for t in targets[:3]) + (" ..." if len(targets) > 3 else "")
                 _log.info("%s %s: %s", why, shown, report.summary())
                 for folder, reason in report.unreadable:
@@ -161,6 +163,7 @@ class Writer:
         events: IndexEvents | None,
         vectors: VectorIndex | None = None,
         ray: str | None = None,
+        pool: DecodePool | None = None,
     ) -> tuple[IndexReport, VectorIndex | None]:
         """One indexer pass over `roots`. The FAISS index follows every committed batch and is saved when
         it matches the catalog, also after an interruption; `vectors` is reused while still current."""
@@ -169,7 +172,7 @@ class Writer:
             vectors = (
                 VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
             )
-        indexer = Indexer(catalog, vectors, self._pipeline(spec, ray, roots), spec.id, events)
+        indexer = Indexer(catalog, vectors, self._pipeline(spec, ray, roots, pool), spec.id, events)
         try:
             report = indexer.run(roots)
             if indexer.vectors is not None and indexer.vectors.fit():  # after the commits, never in a query
@@ -182,14 +185,19 @@ class Writer:
                 current.save(self.home)  # a re-scan that changed nothing writes nothing
                 indexer.report.phases["save"] = time.perf_counter() - saving
 
-    def _pipeline(self, spec: ModelSpec, ray: str | None, roots: list[bytes]) -> Pipeline:
-        """Where new content is embedded: on a Ray cluster when one was asked for, else here."""
+    def _pipeline(
+        self, spec: ModelSpec, ray: str | None, roots: list[bytes], pool: DecodePool | None = None
+    ) -> Pipeline:
+        """Where new content is embedded: on a Ray cluster when one was asked for, else here (decoded by
+        `pool`, a watch run's, else by workers of this run's own)."""
         if ray is not None:
             from .cluster import RayPipeline
 
             return RayPipeline(ray, spec, self.runtime.device, self.runtime.precision, roots, self.workers)
-        workers = self.workers or max(1, os.cpu_count() or 1)
-        return LocalPipeline(partial(self.runtime.index_engine, spec), workers)
+        return LocalPipeline(partial(self.runtime.index_engine, spec), pool or self._workers())
+
+    def _workers(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
 
     def _write_lock(self) -> FileLock:
         from filelock import FileLock, Timeout
