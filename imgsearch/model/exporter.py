@@ -3,10 +3,11 @@ image in fp32, and int8 where it is faithful) and measures the image engines on 
 command waits for it.
 
 `request(spec)` starts it after a run that had to load torch, unless the exports and this machine's
-speeds are there already or an exporter for the model is running. `python -m imgsearch.model.exporter
-MODEL` is the process: one per model content at a time (a lock in the cache), at nice 10, its log in
-`<cache>/exporter.log`. A marker file names its pid while it runs, so that `wait` (tests, benchmarks)
-knows when it is done.
+speeds are there already or an exporter for the model is running. It waits for a one-off command to exit
+before it loads anything, so the command's memory and its own are never held at once.
+`python -m imgsearch.model.exporter MODEL` is the process: one per model content at a time (a lock in the
+cache), at nice 10, its log in `<cache>/exporter.log`. A marker file names its pid while it runs, so that
+`wait` (tests, benchmarks) knows when it is done.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger("imgsearch")
 
 LOG_FILE = "exporter.log"
+#: How long the exporter waits for the command that started it to exit before it loads the model: a
+#: one-off command's memory is freed first, so the two peaks never add up; a long-lived process (watch,
+#: serve) does not exit, and the export starts after this.
+LAUNCHER_WAIT_S = 10.0
 #: Images per batch, and batches timed for each engine's img/s (after one of warm-up): the fastest counts,
 #: since the exporter runs at low priority beside whatever else the machine does.
 CALIBRATION_BATCH = 16
@@ -51,7 +56,7 @@ def request(spec: ModelSpec) -> bool:
         marker.parent.mkdir(parents=True, exist_ok=True)
         with open(cache_home() / LOG_FILE, "ab") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "imgsearch.model.exporter", spec.id],
+                [sys.executable, "-m", "imgsearch.model.exporter", spec.id, str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -127,9 +132,12 @@ def _not_zombie(pid: int) -> bool:
 
 # -- the process ------------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
-    started = time.perf_counter()
+    """MODEL [LAUNCHER-PID]"""
     with contextlib.suppress(OSError):
         os.nice(10)
+    if len(argv) > 1:
+        _await_exit(int(argv[1]), LAUNCHER_WAIT_S)
+    started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s exporter[{os.getpid()}] %(message)s")
     _log.setLevel(logging.INFO)  # ours; the quantizer's notes stay out of the log
     spec = parse_model_spec(argv[0])
@@ -149,6 +157,13 @@ def main(argv: list[str]) -> int:
                 marker.unlink()
         lock.release()
     return 0
+
+
+def _await_exit(launcher: int, timeout: float) -> None:
+    """Until the process that started this one has ended (this one is then adopted), or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while os.getppid() == launcher and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def export_and_measure(spec: ModelSpec, started: float | None = None) -> None:
