@@ -38,6 +38,8 @@ def _offline_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("IMGSEARCH_HOME", str(tmp_path_factory.mktemp("session-home")))
         patch.setenv("IMGSEARCH_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        # The background exporter waits for a one-off command to exit; the in-process `cli` never does.
+        patch.setenv("IMGSEARCH_EXPORTER_WAIT_S", "0")
         for name in ("IMGSEARCH_MODEL", "IMGSEARCH_TOKEN"):
             patch.delenv(name, raising=False)
         # The exports off for module- and session-scoped fixtures too (servers they start, indexes they

@@ -49,4 +49,6 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def open_library(home: str | None, model: str | None, device: str, precision: str, **extra: Any) -> Any:
     from ..library import Library
 
-    return Library(home, model=model, device=device, precision=precision, **extra)
+    library = Library(home, model=model, device=device, precision=precision, **extra)
+    library.runtime.one_off = True  # the background exporter lets this process exit before it starts
+    return library

@@ -37,7 +37,8 @@ _log = logging.getLogger("imgsearch")
 LOG_FILE = "exporter.log"
 #: How long the exporter waits for the command that started it to exit before it loads the model: a
 #: one-off command's memory is freed first, so the two peaks never add up; a long-lived process (watch,
-#: serve) does not exit, and the export starts after this.
+#: serve) does not exit, and the export starts after this. $IMGSEARCH_EXPORTER_WAIT_S overrides it (the
+#: tests, whose in-process commands never exit).
 LAUNCHER_WAIT_S = 10.0
 #: Images per batch, and batches timed for each engine's img/s (after one of warm-up): the fastest counts,
 #: since the exporter runs at low priority beside whatever else the machine does.
@@ -45,8 +46,9 @@ CALIBRATION_BATCH = 16
 CALIBRATION_BATCHES = 3
 
 
-def request(spec: ModelSpec) -> bool:
-    """Start the exporter for `spec` unless nothing is missing or one runs; whether one was started."""
+def request(spec: ModelSpec, after_exit: bool = False) -> bool:
+    """Start the exporter for `spec` unless nothing is missing or one runs; whether one was started.
+    `after_exit`: this process is a one-off command, which the exporter lets exit first."""
     if not (onnx_text.enabled() or onnx_text.enabled(onnx_image.SWITCH)) or not missing(spec):
         return False
     marker = _marker(spec)
@@ -56,7 +58,8 @@ def request(spec: ModelSpec) -> bool:
         marker.parent.mkdir(parents=True, exist_ok=True)
         with open(cache_home() / LOG_FILE, "ab") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "imgsearch.model.exporter", spec.id, str(os.getpid())],
+                [sys.executable, "-m", "imgsearch.model.exporter", spec.id]
+                + ([str(os.getpid())] if after_exit else []),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -136,7 +139,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):
         os.nice(10)
     if len(argv) > 1:
-        _await_exit(int(argv[1]), LAUNCHER_WAIT_S)
+        _await_exit(int(argv[1]), float(os.environ.get("IMGSEARCH_EXPORTER_WAIT_S", LAUNCHER_WAIT_S)))
     started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s exporter[{os.getpid()}] %(message)s")
     _log.setLevel(logging.INFO)  # ours; the quantizer's notes stay out of the log

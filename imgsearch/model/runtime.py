@@ -59,6 +59,7 @@ class ModelRuntime:
         self._index_onnx: tuple[ModelSpec, str, OnnxImage] | None = None  # an index run's, kept for the next
         self._offered: set[str] = set()  # models whose exports this runtime asked for
         self.warm = False  # set by warm_up: many queries will follow
+        self.one_off = False  # set by the command line: this process exits when its command is done
         self._texts: _Recent[tuple[str, str]] = _Recent()
         self._images: _Recent[tuple[str, bytes]] = _Recent()
 
@@ -191,7 +192,7 @@ class ModelRuntime:
         self._offered.add(spec.id)
         from .exporter import request
 
-        started = request(spec)
+        started = request(spec, after_exit=self.one_off)
         self._onnx_text = self._onnx_image = None  # opened again once the exports are there
         return started
 
