@@ -4,14 +4,18 @@
 
 For each size, builds an index of that many images with clustered vectors through the catalog API (the
 architecture with random weights in a local-dir folder; one row is a real JPEG so that an indexed image can
-be the query), runs one query to warm the page cache (and to let imgsearch prepare what it keeps for later
-queries), then times RUNS new processes of each kind and reports the median wall time and peak RSS:
+be the query). The ONNX exports are then made as after a real index run: by the background exporter
+(imgsearch.model.exporter) that such a run starts, waited for, into a cache of this run's own
+($IMGSEARCH_CACHE under the work folder, so that no export of an earlier run is found), with the switches
+IMGSEARCH_TEXT_EXPORT and IMGSEARCH_IMAGE_EXPORT as the environment has them. Each kind of query runs once
+to warm the page cache (reported apart as first_s; should it start an exporter for something still missing,
+that is waited for too), then RUNS new processes of it are timed for the median wall time and peak RSS:
   text       imgsearch query "a red apple on a table"
   image      imgsearch query --image INDEXED.jpg     (stored vector: no model)
-  new image  imgsearch query --image OTHER.jpg       (an image that is not indexed: the image tower runs;
-                                                    the first such query loads torch and makes the
-                                                    ONNX image export, reported apart)
-and `imgsearch --help`.
+  new image  imgsearch query --image OTHER.jpg       (an image that is not indexed: the image tower runs,
+                                                    from the image export where there is one)
+and `imgsearch --help`. The index's disk per image counts the index folder alone; the exports, one per
+model in the cache and shared by every index of it, are reported apart (export_bytes).
 """
 
 from __future__ import annotations
@@ -89,10 +93,18 @@ def with_server(env: dict[str, str], runs: int, images: dict[str, Path]) -> dict
         }
 
 
+def exporters_done() -> None:
+    """Wait for the background exporters of this run's cache (none started: at once)."""
+    from imgsearch.model.exporter import wait_all
+
+    wait_all(timeout=3600)
+
+
 def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
     """Median wall time and peak RSS of RUNS new processes, after a first one that warms the page cache
-    (and makes what imgsearch keeps for later queries, such as the image export: its time is first_s)."""
+    (its time is first_s; a query that had to load torch starts the exporter, which is waited for)."""
     first = run_timed(command, env)[0]
+    exporters_done()
     measured = [run_timed(command, env) for _ in range(runs)]
     return {
         "first_s": first,
@@ -103,10 +115,14 @@ def timed_runs(command: list[str], env: dict[str, str], runs: int) -> dict[str, 
 
 def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, object]:
     from imgsearch import Library
+    from imgsearch.model import exporter
+    from imgsearch.model.cache import exports_bytes
     from imgsearch.model.specs import parse_model_spec
 
+    os.environ["IMGSEARCH_CACHE"] = str(work / "cache")  # before base_env: the queries' cache too
     spec = make_model(model, work / "model")
-    model_id = parse_model_spec(spec).id
+    model_spec = parse_model_spec(spec)
+    model_id = model_spec.id
     config = json.loads((Path(spec.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
     dim = config["model_cfg"]["embed_dim"]
     make_photos(work / "real", 2, 1024, 768)
@@ -117,7 +133,9 @@ def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, ob
     for size in sizes:
         home = work / f"home-{size}"
         synthetic_library(home, model_id, dim, work / "photos", size, real_files=[indexed])
-        Library(home).index()  # as after a real run: the text export for torch-free queries
+        Library(home).index()  # nothing new to encode: no torch, and so no exporter
+        exporter.request(model_spec)  # as a real index run asks, once the first size is built
+        exporter.wait(model_spec, timeout=3600)
         env = {**base_env, "IMGSEARCH_HOME": str(home)}
         by_kind = {}
         for kind, args in QUERIES.items():
@@ -127,6 +145,8 @@ def measure(model: str, sizes: list[int], runs: int, work: Path) -> dict[str, ob
         by_kind["server running"] = with_server(env, runs, {"indexed": indexed, "other": other})
         by_kind["disk_bytes_per_image"] = sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / size
         results["sizes"][str(size)] = by_kind  # type: ignore[index]
+    exporters_done()  # before the work folder goes
+    results["export_bytes"] = exports_bytes(model_spec)
     return results
 
 
@@ -151,6 +171,7 @@ def main() -> None:
             m = kinds[kind]
             print(f"{int(size):>9,}  {kind:<10} {m['wall_s']:6.2f} s  peak RSS {m['peak_rss_mb']:5d} MB")
         print(f"{int(size):>9,}  disk {kinds['disk_bytes_per_image']:.0f} bytes per image")
+    print(f"the model's exports in the cache: {r['export_bytes'] / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,19 @@ demosaic), see `common.make_camera_files`), then measures on this machine:
   - encode: seconds per image of batched inference (all threads), i.e. the encoder-only rate;
   - the pipeline limit: cores / (decode core-s + encode core-s), where encode core-s = encode s x cores;
   - end to end: `Library.index` on the folder, the rate over its encoding phase (workers included), and the
-    seconds of its hashing phase before it (every new file is read and hashed once in the parent);
+    seconds of its hashing phase before it (every new file is read and hashed once in the parent); with
+    the ONNX exports off (`exports_off`), so that it embeds with torch, as the limit is measured, and
+    starts no background exporter that would share the cores with the next measurement;
   - RUNS times each of these three (each run a new index), for the median and the least ratio; with
     `--quiet-wait S` each measurement first waits up to S seconds for a second in which other processes
     take < 5% of the CPU (bench/numerics.py wait_quiet), and every run records their share meanwhile;
-  - memory: peak RSS of a separate `imgsearch index` process with its decode workers, summed.
+  - memory: peak RSS of a separate `imgsearch index` process with its decode workers, summed: a first run,
+    with no exports in the cache yet (torch embeds; at its end it starts the background exporter, a child
+    until the run exits, which is left out of the sum and measured apart: exporter_peak_rss_mb), then,
+    once that exporter is done, a later run into another new index folder, which finds the exports and
+    this machine's engine speeds (imgsearch.model.engine: `later_engine` is the engine `--precision`
+    picks for it). The exports' switches are the environment's; the cache is this run's own
+    ($IMGSEARCH_CACHE under the work folder: no export of an earlier run is found).
 Every encoding runs in `--precision` (the index numerics; auto: bf16 on a CPU with AVX512-BF16 or AMX-BF16,
 else fp32; see imgsearch.model.numerics).
 """
@@ -25,15 +33,16 @@ else fp32; see imgsearch.model.numerics).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +50,81 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TreeMemory, decode_costs, imgsearch_command, make_camera_files, make_model, make_photos
+from common import (
+    TreeMemory,
+    _rss_kb,
+    decode_costs,
+    imgsearch_command,
+    make_camera_files,
+    make_model,
+    make_photos,
+)
 
 BROKEN = 3
+EXPORT_SWITCHES = ("IMGSEARCH_TEXT_EXPORT", "IMGSEARCH_IMAGE_EXPORT")
+EXPORTER = b"imgsearch.model.exporter"  # in the command line of the background exporter
+
+
+class IndexMemory(TreeMemory):
+    """TreeMemory of an `imgsearch index` process and its decode workers, less the background exporter it
+    starts at its end: a child until the run exits, yet its own process (measured apart: exporter_peak)."""
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_mb = max(
+                self.peak_mb, sum(_rss_kb(pid) for pid in _tree_without_exporter(self.pid)) // 1024
+            )
+
+
+def _tree_without_exporter(root: int) -> list[int]:
+    found, stack = [], [root]
+    while stack:
+        current = stack.pop()
+        with contextlib.suppress(OSError):
+            if current != root and EXPORTER in Path(f"/proc/{current}/cmdline").read_bytes():
+                continue
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                stack.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def exporter_peak(spec: str, timeout: float = 3600) -> int | None:
+    """Wait for the background exporter of `spec` (in this run's cache); the peak RSS in MB of it and its
+    children from now until it ends, or None when none runs."""
+    from imgsearch.home import cache_home
+    from imgsearch.model import exporter
+    from imgsearch.model.cache import model_key
+    from imgsearch.model.specs import parse_model_spec
+
+    model = parse_model_spec(spec)
+    try:
+        pid = int((cache_home() / "running" / f"{model_key(model)}.pid").read_text())
+    except (OSError, ValueError):
+        pid = None
+    if pid is None:
+        exporter.wait(model, timeout)
+        return None
+    with TreeMemory(pid) as sampler:
+        exporter.wait(model, timeout)
+    return sampler.peak_mb or None
+
+
+@contextlib.contextmanager
+def exports_off() -> Iterator[None]:
+    """Both ONNX exports off in this process (and its children): an index run embeds with torch, neither
+    uses nor asks for an export, and so starts no background exporter."""
+    before = {name: os.environ.get(name) for name in EXPORT_SWITCHES}
+    os.environ.update(dict.fromkeys(EXPORT_SWITCHES, "0"))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def mix_formats(folder: Path) -> None:
@@ -83,6 +164,7 @@ def measure(
     from imgsearch.model.encoder import Encoder
     from imgsearch.model.specs import parse_model_spec
 
+    os.environ["IMGSEARCH_CACHE"] = str(work / "cache")  # this run's exports only; its children's too
     cores = os.cpu_count() or 1
     spec = make_model(model, work / "model")
     photos = work / "photos"
@@ -122,7 +204,7 @@ def measure(
         else:  # the accelerator encodes while every core decodes: the slower of the two sets the pace
             limit = min(cores / decode_s, 1 / encode_s)
         waited += wait_quiet(quiet_wait) if quiet_wait else 0.0
-        with OtherLoad() as index_load:
+        with OtherLoad() as index_load, exports_off():
             rate, report, hash_s = index_phases(spec, photos, work / f"home{run or ''}", device, precision)
             reap_children()  # the decode workers' CPU time is this run's own, not others'
         if report.encoded != len(files) or (mixed and report.failed != BROKEN):
@@ -142,13 +224,13 @@ def measure(
         )
     del encoder
 
-    cli_wall, peak_mb, later_peak_mb, exit_code = None, None, None, None
-    if memory:  # a first run also makes the text export; a later one, with new photos, does not
+    cli_wall, peak_mb, later_peak_mb, exit_code, later_engine, exporter_mb = (None,) * 6
+    if memory:  # a first run with no exports yet; a later one, into another new index, with them
         cli_wall, peak_mb, exit_code = cli_index(work / "home-cli", spec, device, photos, precision)
-        later, export = work / "home-cli-later", work / "home" / "text-encoder"
-        if export.exists():  # made by the in-process run above (unless IMGSEARCH_TEXT_EXPORT=0)
-            shutil.copytree(export, later / "text-encoder")
-        _, later_peak_mb, _ = cli_index(later, spec, device, photos, precision)
+        exporter_mb = exporter_peak(spec)  # what that run started in the background
+        later_engine = planned_engine(spec, len(files), device, precision)
+        _, later_peak_mb, _ = cli_index(work / "home-cli-later", spec, device, photos, precision)
+        exporter_peak(spec)  # none, unless something was still missing
     middle = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]  # the median run (lower)
     return {
         "model": model,
@@ -170,7 +252,26 @@ def measure(
         "cli_exit": exit_code,
         "peak_rss_mb": peak_mb,
         "later_peak_rss_mb": later_peak_mb,
+        "later_engine": later_engine,
+        "exporter_peak_rss_mb": exporter_mb,
     }
+
+
+def planned_engine(spec: str, count: int, device: str, precision: str) -> str:
+    """The engine an index run of `count` new images picks now (as ModelRuntime.index_engine decides,
+    from the cache's image export and engine speeds; a new process, so torch is not loaded yet)."""
+    from imgsearch.model import onnx_image
+    from imgsearch.model.cache import export_folder
+    from imgsearch.model.engine import choose
+    from imgsearch.model.onnx_text import enabled, usable_meta
+    from imgsearch.model.specs import parse_model_spec
+
+    model = parse_model_spec(spec)
+    folder = export_folder(model, onnx_image.FOLDER)
+    usable = enabled(onnx_image.SWITCH)
+    meta = usable_meta(folder, model, onnx_image.FORMAT, "image") if usable else None
+    int8 = bool(meta and meta.get("int8", {}).get("supported"))
+    return choose(folder if meta else None, int8, count, device, precision).name
 
 
 def index_rate(
@@ -225,7 +326,8 @@ def cli_index(
     precision: str = "auto",
     env: dict[str, str] | None = None,
 ) -> tuple[float, int, int]:
-    """`imgsearch index PHOTOS` as a new process: wall seconds, peak RSS of it and its workers, exit code."""
+    """`imgsearch index PHOTOS` as a new process: wall seconds, peak RSS of it and its workers (not of the
+    background exporter it may start), exit code."""
     env = {**os.environ, **(env or {}), "IMGSEARCH_HOME": str(home), "IMGSEARCH_MODEL": spec}
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -234,7 +336,7 @@ def cli_index(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    with TreeMemory(process.pid) as sampler:
+    with IndexMemory(process.pid) as sampler:
         exit_code = process.wait()
     return time.perf_counter() - started, sampler.peak_mb, exit_code
 
@@ -302,7 +404,11 @@ def main() -> None:
     print(f"                        {r['summary']}")
     if r["peak_rss_mb"] is not None:
         print(f"imgsearch index (CLI)   {r['cli_wall_s']:7.1f} s wall, peak RSS {r['peak_rss_mb']} MB")
-        print(f"  a later run (export made already): peak RSS {r['later_peak_rss_mb']} MB")
+        print(
+            f"  a later run (exports made already, {r['later_engine']}): peak RSS {r['later_peak_rss_mb']} MB"
+        )
+        if r["exporter_peak_rss_mb"] is not None:
+            print(f"  the background exporter the first run started: peak RSS {r['exporter_peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ project's own code, `Encoder.load(precision="fp32")` and `"bf16"` (fp32 weights,
   - `imgsearch index` (the first model only): COUNT photo-like JPEGs (bench/common.make_photos) indexed into
     new homes under `--precision fp32` and `bf16`, alternated INDEX_RUNS times each: the encoding-phase rate
     of `Library.index` (bench/index_rate.index_rate) and the wall time and peak RSS of `imgsearch index` as a
-    new process (importing torch, loading the model, scan, decode, encode, store), the ONNX text export off
-    (it costs seconds once per home and is timed by bench/text_export.py); plus the cosine between the
-    vectors the two indexes stored for the same files.
+    new process (importing torch, loading the model, scan, decode, encode, store), the ONNX exports off
+    (bench/index_rate.exports_off: torch embeds under the precision asked for, and no background exporter
+    starts; the text export is timed by bench/text_export.py); plus the cosine between the vectors the two
+    indexes stored for the same files.
   - queries (the first model only): the text vectors of the bf16-loaded encoder against the fp32-loaded one
-    (bitwise), and those of the ONNX text export made from the bf16-loaded encoder, as `index --precision
-    bf16` makes it, against torch fp32.
+    (bitwise), and those of the ONNX text export made from the bf16-loaded encoder (the export takes the
+    fp32 text tower of whichever encoder it is given; the background exporter itself loads one in fp32)
+    against torch fp32.
+Whatever the exports' code keeps goes to a cache of this run's own ($IMGSEARCH_CACHE under the work folder).
 The `--also` models get speed and fidelity only.
 """
 
@@ -40,7 +43,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import make_model, make_photos
-from index_rate import cli_index, index_rate
+from index_rate import cli_index, exports_off, index_rate
 
 SAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "sample_photos"
 PRECISIONS = ("fp32", "bf16")
@@ -197,10 +199,11 @@ def fidelity(encoders: dict[str, Any], photos: np.ndarray, noise: int) -> dict[s
     return out
 
 
-def text_numerics(encoders: dict[str, Any], home: Path) -> dict[str, Any]:
-    """Text vectors under each index precision, and the ONNX export made from the bf16-loaded encoder."""
+def text_numerics(encoders: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Text vectors under each index precision, and the ONNX export made from the bf16-loaded encoder into
+    `folder`."""
     from imgsearch.model.export import export_text
-    from imgsearch.model.onnx_text import OnnxText, export_folder
+    from imgsearch.model.onnx_text import OnnxText
 
     exact, bf16 = encoders["fp32"].embed_texts(TEXTS), encoders["bf16"].embed_texts(TEXTS)
     out: dict[str, Any] = {
@@ -209,7 +212,6 @@ def text_numerics(encoders: dict[str, Any], home: Path) -> dict[str, Any]:
         "max_abs_diff": float(np.abs(exact - bf16).max()),
         "torch_bf16_vs_fp32": cosines(bf16, exact),
     }
-    folder = export_folder(home, encoders["bf16"].spec.id)
     started = time.perf_counter()
     meta = export_text(encoders["bf16"], folder)
     out["export_s"] = time.perf_counter() - started
@@ -221,19 +223,6 @@ def text_numerics(encoders: dict[str, Any], home: Path) -> dict[str, Any]:
         alone = np.concatenate([onnx.embed_texts([t]) for t in TEXTS])
         out["onnx_vs_torch_fp32"] = cosines(np.concatenate([batched, alone]), np.concatenate([exact, exact]))
     return out
-
-
-@contextlib.contextmanager
-def text_export_off() -> Iterator[None]:
-    before = os.environ.get("IMGSEARCH_TEXT_EXPORT")
-    os.environ["IMGSEARCH_TEXT_EXPORT"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["IMGSEARCH_TEXT_EXPORT"]
-        else:
-            os.environ["IMGSEARCH_TEXT_EXPORT"] = before
 
 
 def stored_vectors(home: Path) -> dict[bytes, np.ndarray]:
@@ -253,7 +242,7 @@ def index_numerics(
     make_photos(photos, count, width, height)
     keys = ("rate", "cli_s", "cli_mb", "others")
     rows: dict[str, dict[str, list[float]]] = {p: {k: [] for k in keys} for p in PRECISIONS}
-    with text_export_off():
+    with exports_off():
         for round_ in range(runs):
             for p in PRECISIONS if round_ % 2 == 0 else PRECISIONS[::-1]:
                 wait_quiet(max_wait)
@@ -263,9 +252,7 @@ def index_numerics(
                 rows[p]["rate"].append(rate)
                 wait_quiet(max_wait)
                 with OtherLoad() as load:
-                    wall, peak_mb, code = cli_index(
-                        work / f"cli-{p}-{round_}", spec, "cpu", photos, p, {"IMGSEARCH_TEXT_EXPORT": "0"}
-                    )
+                    wall, peak_mb, code = cli_index(work / f"cli-{p}-{round_}", spec, "cpu", photos, p)
                 if code != 0:
                     raise RuntimeError(f"imgsearch index --precision {p} exited {code}")
                 rows[p]["cli_s"].append(wall)
@@ -316,13 +303,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from imgsearch.model.numerics import describe_cpu, index_precision
 
+    os.environ["IMGSEARCH_CACHE"] = str(work / "cache")
     width, height = (int(x) for x in args.size.split("x"))
     started = time.perf_counter()
     wait = args.max_wait
     first, spec, encoders = measure_model(
         args.model, work / "first", args.runs, args.batches, args.noise, wait
     )
-    first["text"] = text_numerics(encoders, work / "first" / "export-home")
+    first["text"] = text_numerics(encoders, work / "first" / "text-export")
     del encoders
     first["index"] = index_numerics(spec, work / "first", args.count, width, height, args.index_runs, wait)
     models = [first]

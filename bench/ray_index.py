@@ -105,8 +105,9 @@ def commit_rate(rows: int, dim: int = 512) -> float:
         def __init__(self) -> None:
             self.work_by_node: dict[str, int] = {}
             self.commit_every = 64
+            self.engine = "free: precomputed vectors"
 
-        def prepare(self) -> int:
+        def prepare(self, count: int) -> int:
             return dim
 
         def embed(self, jobs: Any) -> Any:

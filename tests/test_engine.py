@@ -147,6 +147,7 @@ def test_a_copy_of_a_local_model_folder_shares_the_export_and_new_weights_retire
     second = parse_model_spec(f"local-dir:{save_tiny_model(tmp_path / 'b')}")
     other = parse_model_spec(f"local-dir:{save_tiny_model(tmp_path / 'c', seed=1)}")
     assert model_key(first) == model_key(second) != model_key(other)
+    assert export_folder(first, IMAGE_FOLDER) == export_folder(second, IMAGE_FOLDER)
     before = export_folder(first, IMAGE_FOLDER)
     save_tiny_model(tmp_path / "a", seed=1)
     os.utime(tmp_path / "a" / "open_clip_model.safetensors", ns=(1, 1))  # whatever its time, new bytes count

@@ -126,7 +126,7 @@ def test_a_file_that_crashes_or_hangs_a_ray_decode_task_costs_only_itself(
         limit=2,
         decode=decode_or_misbehave,
     )
-    assert pipeline.prepare() == 32
+    assert pipeline.prepare(len(jobs)) == 32
     started = time.monotonic()
     results = {os.path.basename(job.path).decode(): result for job, result in pipeline.embed(jobs)}
     assert time.monotonic() - started < 120

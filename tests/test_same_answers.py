@@ -4,9 +4,11 @@ each resolution of `--precision auto` (fp32 as on AVX2 CPUs, bf16 as on AVX512-B
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +23,26 @@ TOLERANCE = 1e-4
 TEXTS = ["a cat on a sofa", "snow on the mountains", "a red apple on a table"]
 
 
+def _exporters_done(cache: Path) -> None:
+    """Wait for the background exporters of the cache `cache` (imgsearch.model.exporter)."""
+    from imgsearch.model.exporter import wait_all
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMGSEARCH_CACHE", str(cache))
+        wait_all(timeout=300)
+
+
+def _kill_exporters(cache: Path) -> None:
+    """What conftest does for a test's own cache, for this module's (its fixture outlives a test's)."""
+    for marker in (cache / "running").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int(marker.read_text()), signal.SIGKILL)
+
+
 @pytest.fixture(scope="module", params=["fp32", "bf16"])
 def library(request: pytest.FixtureRequest, tiny_model: str, tmp_path_factory) -> Iterator[dict[str, object]]:
-    """sample_photos indexed under one resolution of auto, with both exports made, and a new picture."""
+    """sample_photos indexed under one resolution of auto, with both exports made (by the background
+    exporter the index run starts, into a cache of its own), and a new picture."""
     folder = tmp_path_factory.mktemp(f"same-{request.param}")
     photos = folder / "photos"
     shutil.copytree(SAMPLE_PHOTOS, photos, ignore=shutil.ignore_patterns("*.md"))
@@ -33,6 +52,7 @@ def library(request: pytest.FixtureRequest, tiny_model: str, tmp_path_factory) -
     env = {
         **os.environ,
         "IMGSEARCH_HOME": str(folder / "home"),
+        "IMGSEARCH_CACHE": str(folder / "cache"),
         "IMGSEARCH_MODEL": tiny_model,
         "IMGSEARCH_CPU_BF16": "1" if request.param == "bf16" else "0",
         "IMGSEARCH_TEXT_EXPORT": "1",
@@ -40,11 +60,16 @@ def library(request: pytest.FixtureRequest, tiny_model: str, tmp_path_factory) -
     }
     indexed = run_fresh(["index", photos], env)
     assert indexed.returncode == 0, indexed.stderr
-    status = json.loads(run_fresh(["status", "--json"], env).stdout)
-    assert status["numerics"] == request.param
-    made = run_fresh(["query", "--image", picture, "--no-server", "--json"], env)  # makes the image export
-    assert made.returncode == 0, made.stderr
-    yield {"env": env, "picture": picture}
+    try:
+        _exporters_done(folder / "cache")
+        status = json.loads(run_fresh(["status", "--json"], env).stdout)
+        assert status["numerics"] == request.param
+        for kind in ("text-encoder", "image-encoder"):  # both made, and both passed their check
+            metas = list((folder / "cache" / kind).glob("*/meta.json"))
+            assert len(metas) == 1 and json.loads(metas[0].read_text())["supported"], kind
+        yield {"env": env, "picture": picture}
+    finally:
+        _kill_exporters(folder / "cache")
 
 
 def _answers(argv: list[str], env: dict[str, str]) -> tuple[list[dict[str, object]], frozenset[str]]:
@@ -112,8 +137,9 @@ def test_the_same_texts_batched_or_alone_give_the_same_vectors(tiny_model: str, 
 
     env: dict[str, str] = library["env"]  # type: ignore[assignment]
     monkeypatch.setenv("IMGSEARCH_TEXT_EXPORT", "1")
+    monkeypatch.setenv("IMGSEARCH_CACHE", env["IMGSEARCH_CACHE"])
     spec = parse_model_spec(tiny_model)
-    onnx = OnnxText.open(Path(env["IMGSEARCH_HOME"]), spec)
+    onnx = OnnxText.open(spec)
     assert onnx is not None
     precision = "bf16" if env["IMGSEARCH_CPU_BF16"] == "1" else "fp32"
     torch_encoder = Encoder.load(spec, device="cpu", precision=precision)

@@ -1,5 +1,6 @@
-"""The torch-free text path: tokenizer equal to open_clip's, the ONNX export equal to torch, and a cold CLI
-query that answers through it without importing torch, falling back to torch whenever it cannot."""
+"""The torch-free text path: tokenizer equal to open_clip's, the ONNX export equal to torch, made by the
+background exporter into the per-user cache after a run that loaded torch, and a cold CLI query that answers
+through it without importing torch, falling back to torch whenever it cannot."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 from imgsearch import Library
+from imgsearch.model.cache import export_folder, model_key
 from imgsearch.model.encoder import Encoder
 from imgsearch.model.export import ensure_text_export, export_text, tokenizer_config
-from imgsearch.model.onnx_text import DATA_FILE, META_FILE, MODEL_FILE, OnnxText, export_folder
+from imgsearch.model.onnx_text import DATA_FILE, FOLDER, META_FILE, MODEL_FILE, OnnxText
 from imgsearch.model.specs import parse_model_spec
 from imgsearch.model.tokenizer import ClipTokenizer, open_clip_vocab, read_merges
 from tests.cli_process import output_and_modules
@@ -63,6 +65,7 @@ def test_export_of_the_tiny_model_gives_the_torch_vectors(torch_encoder, tmp_pat
     meta = export_text(torch_encoder, tmp_path / "export")
     assert meta["supported"] and meta["verified"]["min_cos"] >= 0.9999
     assert meta["tokenizer"] == {"kind": "clip-bpe", "context_length": 77, "clean": "lower"}
+    assert meta["format"] == 3 and meta["key"] == model_key(torch_encoder.spec)
     onnx = OnnxText.load(tmp_path / "export", meta)
     assert onnx is not None
     texts = [*TEXTS, "a red apple on a table", "mountain lake in winter"]
@@ -77,9 +80,13 @@ def _query(argv: list[str], env: dict[str, str]) -> tuple[list[dict], frozenset[
 
 
 def test_a_cold_query_after_index_skips_torch_and_ranks_as_torch_does(
-    cli, photos, export_on, isolated_home, auto_numerics
+    cli, photos, export_on, isolated_home, auto_numerics, exports_made
 ):
-    assert cli("index", photos).exit_code == 0  # the writer has the model loaded: it makes the export
+    assert cli("index", photos).exit_code == 0  # it loaded torch: it starts the background exporter
+    exports_made()
+    spec = Library().model_spec()
+    assert (export_folder(spec, FOLDER) / DATA_FILE).exists()  # in the per-user cache...
+    assert not (isolated_home / FOLDER).exists()  # ...not in the index folder
     argv = ["query", "a cat on a sofa", "--not", "people", "--json", "-n", "8"]
     fast, loaded = _query(argv, {})
     assert not {"torch", "open_clip", "torchvision", "ftfy", "regex"} & loaded  # plain ASCII: no ftfy either
@@ -90,14 +97,26 @@ def test_a_cold_query_after_index_skips_torch_and_ranks_as_torch_does(
     assert np.allclose([r["score"] for r in fast], [r["score"] for r in slow], atol=1e-4)
 
 
-@pytest.mark.parametrize("damage", ["data file missing", "same size, garbage", "meta.json cut short"])
+class NotMadeAgain(AssertionError):
+    """The damaged export was still unusable after the background exporter was done."""
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "data file missing",
+        "same size, garbage",
+        "meta.json cut short",
+    ],
+)
 def test_a_damaged_export_falls_back_to_torch_and_is_replaced(
-    cli, photos, export_on, isolated_home, damage, auto_numerics
+    cli, photos, export_on, damage, auto_numerics, exports_made
 ):
     assert cli("index", photos).exit_code == 0
+    exports_made()
     lib = Library()
     spec = lib.model_spec()
-    folder = export_folder(isolated_home, spec.id)
+    folder = export_folder(spec, FOLDER)
     expected = lib.search("a red apple", top=5)
     assert lib.runtime._held(spec) is None  # answered by the export
     if damage == "data file missing":
@@ -108,21 +127,24 @@ def test_a_damaged_export_falls_back_to_torch_and_is_replaced(
     else:
         text = (folder / META_FILE).read_text()
         (folder / META_FILE).write_text(text[: len(text) // 2])
-    assert OnnxText.open(isolated_home, spec) is None
+    assert OnnxText.open(spec) is None
     lib = Library()
     again = lib.search("a red apple", top=5)
     assert lib.runtime._held(spec) is not None  # the torch path answered...
     assert [m.path for m in again] == [m.path for m in expected]
     assert np.allclose([m.score for m in again], [m.score for m in expected], atol=1e-4)
-    assert OnnxText.open(isolated_home, spec) is not None  # ...and made the export again
+    exports_made()
+    if OnnxText.open(spec) is None:  # ...and had the export made again
+        raise NotMadeAgain(f"{damage}: no usable export once the exporter was done")
 
 
 def test_a_warm_library_answers_texts_from_a_prepacked_one_thread_export(
-    cli, photos, export_on, auto_numerics
+    cli, photos, export_on, auto_numerics, exports_made
 ):
     """The server's Library (warm_up) holds the torch model on the CPU, yet texts go through the export,
     set up for many queries: one thread, weights prepacked; the vectors are torch's."""
     assert cli("index", photos).exit_code == 0
+    exports_made()
     lib = Library()
     lib.warm_up()
     spec = lib.model_spec()
@@ -137,25 +159,25 @@ def test_a_warm_library_answers_texts_from_a_prepacked_one_thread_export(
     assert np.allclose(onnx.embed_texts(texts), torch_encoder.embed_texts(texts), atol=1e-5)
     for text in texts:  # each alone: the graph runs at 3, 13 and 77 tokens
         assert np.allclose(onnx.embed_texts([text]), torch_encoder.embed_texts([text]), atol=1e-5)
-    cold = OnnxText.open(lib.home, spec)
+    cold = OnnxText.open(spec)
     assert cold is not None
     assert cold.session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
 
 
-def test_an_unsupported_tokenizer_is_recorded_and_keeps_the_torch_path(tiny_model, isolated_home, export_on):
+def test_an_unsupported_tokenizer_is_recorded_and_keeps_the_torch_path(tiny_model, export_on):
     from open_clip.tokenizer import SimpleTokenizer
 
     encoder = Encoder.load(parse_model_spec(tiny_model), device="cpu", precision="fp32")
     encoder.tokenizer = SimpleTokenizer(reduction_mask="simple")  # drops tokens at random: not reproducible
     assert tokenizer_config(encoder.tokenizer) is None
-    ensure_text_export(encoder, isolated_home)
-    folder = export_folder(isolated_home, encoder.spec.id)
+    assert ensure_text_export(encoder) is True  # an attempt: its verdict is recorded
+    folder = export_folder(encoder.spec, FOLDER)
     meta = json.loads((folder / META_FILE).read_text())
     assert meta["supported"] is False and "tokenizer" in meta["reason"]
     assert not (folder / MODEL_FILE).exists()
-    assert OnnxText.open(isolated_home, encoder.spec) is None
+    assert OnnxText.open(encoder.spec) is None
     before = (folder / META_FILE).stat().st_mtime_ns
-    ensure_text_export(encoder, isolated_home)  # the verdict stands: no new attempt
+    assert ensure_text_export(encoder) is False  # the verdict stands: no new attempt
     assert (folder / META_FILE).stat().st_mtime_ns == before
 
 
@@ -168,19 +190,27 @@ def test_an_export_that_fails_verification_is_not_installed(torch_encoder, tmp_p
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [META_FILE]
 
 
-def test_replacing_local_weights_in_place_retires_the_export(tmp_path, isolated_home, export_on):
+def test_replacing_local_weights_in_place_retires_the_export(tmp_path, export_on):
+    """The cache is keyed by the weights' content: other weights in the same folder find no export, and
+    the same weights written again (new mtimes) find theirs."""
     from tests.tiny_model import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "model")
     spec = parse_model_spec(f"local-dir:{folder}")
-    ensure_text_export(Encoder.load(spec, device="cpu", precision="fp32"), isolated_home)
-    assert OnnxText.open(isolated_home, spec) is not None
+    assert ensure_text_export(Encoder.load(spec, device="cpu", precision="fp32")) is True
+    assert OnnxText.open(spec) is not None
+    key = model_key(spec)
     save_tiny_model(folder, seed=1)
-    assert OnnxText.open(isolated_home, spec) is None
+    assert model_key(spec) != key
+    assert OnnxText.open(spec) is None
+    save_tiny_model(folder, seed=0)  # the first weights back, byte for byte
+    assert model_key(spec) == key
+    assert OnnxText.open(spec) is not None
 
 
-def test_classify_labels_use_the_export_too(cli, photos, export_on):
+def test_classify_labels_use_the_export_too(cli, photos, export_on, exports_made):
     assert cli("index", photos).exit_code == 0
+    exports_made()
     argv = ["classify", "--labels", "a cat", "a dog", "a mountain", "food", "--csv"]
     fast, loaded = output_and_modules(argv, {})
     assert "torch" not in loaded

@@ -30,7 +30,10 @@ def export_folder(spec: ModelSpec, kind: str) -> Path:
 
 
 def _folder_name(spec: ModelSpec) -> str:
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.id).strip("._")[-60:]
+    """The id's readable part for a named or hub model; a local-dir folder's path is not part of it, so
+    that copies of the folder elsewhere share the export."""
+    shown = "local-dir" if spec.kind == "local-dir" else spec.id
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", shown).strip("._")[-60:]
     return f"{readable}-{model_key(spec)}"
 
 

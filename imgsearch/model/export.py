@@ -338,7 +338,9 @@ def _verify_image(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dic
     alone = np.concatenate([onnx.embed_pixels(probe[None]) for probe in probes])
     verdict = _verdict(expected, [onnx.embed_pixels(probes), alone])
     int8 = {"supported": False, "reason": meta.pop("int8_failed", "not made")}
-    if (folder / onnx_image.INT8_FILE).exists():
+    if not verdict["supported"]:
+        int8 = {"supported": False, "reason": "the fp32 export failed its check"}
+    elif (folder / onnx_image.INT8_FILE).exists():
         quantized = OnnxImage.load(folder, meta, "int8")
         if quantized is None:
             int8 = {"supported": False, "reason": "the int8 file does not load"}
@@ -369,8 +371,9 @@ def _image_probes(prep: Any) -> Any:
     return np.concatenate([noise, grey, ramp, np.stack(fields)]).astype(np.uint8)
 
 
-def _verdict(expected: Any, outputs: list[Any], least: float = MIN_COS) -> dict[str, Any]:
-    """Supported when every output row has cosine >= `least` to torch's."""
+def _verdict(expected: Any, outputs: list[Any], least: float | None = None) -> dict[str, Any]:
+    """Supported when every output row has cosine >= `least` (default MIN_COS) to torch's."""
+    least = MIN_COS if least is None else least
     cos = float(min((got * expected).sum(axis=1).min() for got in outputs))
     verified = {"probes": len(expected), "min_cos": round(cos, 7)}
     if cos < least:

@@ -78,12 +78,29 @@ def missing(spec: ModelSpec) -> bool:
     """Whether an export, or this machine's engine speeds, are still to be made (cheap: reads meta files)."""
     text = export_folder(spec, onnx_text.FOLDER)
     image = export_folder(spec, onnx_image.FOLDER)
-    if onnx_text.enabled() and onnx_text.current_meta(text, spec, onnx_text.FORMAT) is None:
+    if onnx_text.enabled() and not _intact(text, spec, onnx_text.FORMAT, onnx_text.FILES):
         return True
     if not onnx_text.enabled(onnx_image.SWITCH):
         return False
+    if not _intact(image, spec, onnx_image.FORMAT, onnx_image.FILES):
+        return True
     meta = onnx_text.current_meta(image, spec, onnx_image.FORMAT)
-    return meta is None or (bool(meta.get("supported")) and read_rates(image) is None)
+    return bool(meta and meta.get("supported")) and read_rates(image) is None
+
+
+def _intact(folder: Path, spec: ModelSpec, format: int, files: tuple[str, ...]) -> bool:
+    """A current export whose files have their recorded sizes, or a current record that it is unsupported
+    (an export that would not open was removed by the runtime: imgsearch.model.onnx_text.warn_unusable)."""
+    meta = onnx_text.current_meta(folder, spec, format)
+    if meta is None:
+        return False
+    if not meta.get("supported"):
+        return True
+    try:
+        onnx_text.check_sizes(folder, meta, files)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 def wait(spec: ModelSpec, timeout: float = 300.0) -> None:
@@ -141,8 +158,9 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         _await_exit(int(argv[1]), float(os.environ.get("IMGSEARCH_EXPORTER_WAIT_S", LAUNCHER_WAIT_S)))
     started = time.perf_counter()
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s exporter[{os.getpid()}] %(message)s")
-    _log.setLevel(logging.INFO)  # ours; the quantizer's notes stay out of the log
+    # ours at INFO; the quantizer's notes, which it logs on the root logger, stay out of the log
+    logging.basicConfig(level=logging.ERROR, format=f"%(asctime)s exporter[{os.getpid()}] %(message)s")
+    _log.setLevel(logging.INFO)
     spec = parse_model_spec(argv[0])
     marker = _marker(spec)
     from filelock import FileLock, Timeout

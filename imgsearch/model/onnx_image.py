@@ -26,6 +26,7 @@ import numpy as np
 from .cache import export_folder
 from .onnx_text import (
     check_sizes,
+    discard,
     enabled,
     open_session,
     unit_rows,
@@ -72,7 +73,10 @@ class OnnxImage:
         meta = usable_meta(folder, spec, FORMAT, "image")
         if meta is None or (precision != "fp32" and not meta.get(precision, {}).get("supported")):
             return None
-        return cls.load(folder, meta, precision, threads)
+        loaded = cls.load(folder, meta, precision, threads)
+        if loaded is None:
+            discard(folder)
+        return loaded
 
     @classmethod
     def load(

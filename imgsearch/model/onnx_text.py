@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,14 @@ def warn_unusable(what: str, folder: Path, error: Exception) -> None:
     """Say why an export cannot be used: a silent fallback to torch makes every cold query seconds slower."""
     reason = f"{type(error).__name__}: {error}"
     _log.warning(
-        "the ONNX %s export in %s cannot be used (%s); torch answers and makes it again", what, folder, reason
+        "the ONNX %s export in %s cannot be used (%s); torch answers, it is made again", what, folder, reason
     )
+
+
+def discard(folder: Path) -> None:
+    """Remove a current export that would not open (damaged): the exporter then makes it again (it checks
+    only that the files are there and of their recorded sizes)."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_sizes(folder: Path, meta: dict[str, Any], names: Sequence[str]) -> None:
@@ -134,7 +141,10 @@ class OnnxText:
             return None
         folder = export_folder(spec, FOLDER)
         meta = usable_meta(folder, spec, FORMAT, "text")
-        return None if meta is None else cls.load(folder, meta, warm)
+        loaded = None if meta is None else cls.load(folder, meta, warm)
+        if meta is not None and loaded is None:
+            discard(folder)
+        return loaded
 
     @classmethod
     def load(cls, folder: Path, meta: dict[str, Any], warm: bool = False) -> OnnxText | None:

@@ -23,7 +23,7 @@ from .cache import export_folder
 from .engine import ONNX, TORCH, Engine, choose
 from .numerics import QUERY_PRECISION
 from .onnx_image import OnnxImage
-from .onnx_text import OnnxText, cpu_threads, enabled, usable_meta
+from .onnx_text import OnnxText, cpu_threads, discard, enabled, usable_meta
 from .specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ class ModelRuntime:
             if onnx is not None:
                 self._index_onnx = (spec, engine.precision, onnx)
                 return onnx, engine
+            discard(folder)
             engine = Engine(TORCH, self.device, self.precision, "the image export did not open")
         encoder = self.encoder(spec)
         device, precision = encoder.runtime.device, encoder.runtime.precision
