@@ -113,9 +113,11 @@ def index_section(s: Settings) -> list[str]:
         "cores / (decode core-seconds + encode core-seconds) per image, each measured alone in the same run "
         "with the "
         "project's own decode path; the encoding phase excludes importing torch and loading the model. Peak "
-        "RSS is the sum over the `imgsearch index` process and its decode workers, sampled every 50 ms; a "
-        "first run into a new index folder also makes the ONNX text export (torch.onnx holds a second copy "
-        "of the text tower's weights meanwhile), a later run on new photos does not.",
+        "RSS is the sum over the `imgsearch index` process and its decode workers, sampled every 50 ms: a "
+        "first run embeds with torch (no exports yet), a later run on new photos with the engine "
+        f"`--precision auto` then takes ({r.get('later_engine', 'torch')}); the background exporter the "
+        f"first run leaves behind is not counted in it (its own peak: {r.get('exporter_peak_rss_mb', '—')} "
+        "MB, after the command returned).",
     ]
     return lines
 
@@ -260,7 +262,7 @@ def query_section(s: Settings) -> list[str]:
             f"| {n:,} | {text_s:.2f} s (≤ {text_target} s: {verdict(text_s, text_target)}) "
             f"| {k['image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['image']['wall_s'], 0.7)}) "
             f"| {k['new image']['wall_s']:.2f} s (≤ 0.7 s: {verdict(k['new image']['wall_s'], 0.7)}; "
-            f"the first one {k['new image']['first_s']:.1f} s: torch, and it makes the image export) "
+            f"the first one {k['new image']['first_s']:.1f} s) "
             f"| {k['text']['peak_rss_mb']} MB"
             + (f" (≤ 512 MB: {verdict(k['text']['peak_rss_mb'], 512)})" if n == 100_000 else "")
             + f" | {served_text:.2f} s ({verdict(served_text, text_target)}) / {served_image:.2f} s "
@@ -529,7 +531,7 @@ def engines_section(s: Settings) -> list[str]:
         if check.get("supported")
         else f"dropped: {check.get('reason')}"
     )
-    choices = ", ".join(f"{n:,} new images: {name}" for n, name in r["auto_choice"].items())
+    choices = ", ".join(f"{int(n):,} new images: {name}" for n, name in r["auto_choice"].items())
     lines += [
         "",
         f"Model {r['model']}, random weights, {r['photos']} photo-like 1024x768 JPEGs. The int8 variant: "

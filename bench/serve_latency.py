@@ -103,19 +103,22 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="Print the results as one JSON object.")
     args = parser.parse_args()
     from imgsearch.library import Library
+    from imgsearch.model.exporter import export_and_measure
     from imgsearch.model.specs import parse_model_spec
 
     queries = texts(args.queries + 20)[20:]
     results: dict[str, object] = {"model": args.model, "machine": machine(), "queries": args.queries}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.environ["IMGSEARCH_CACHE"] = str(work / "cache")  # exports of this run's own, server included
         spec = make_model(args.model, work / "model")
         config = json.loads((Path(spec.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
         dim = config["model_cfg"]["embed_dim"]
         for size in (int(s) for s in args.sizes.split(",")):
             home = work / f"home-{size}"
             synthetic_library(home, parse_model_spec(spec).id, dim, work / "photos", size)
-            Library(home).index()  # as after a real run: the text export the server encodes queries with
+            Library(home).index()
+            export_and_measure(parse_model_spec(spec))  # as after a real run: the exports, made beforehand
             with running_server(server_env(home)) as url:
                 http_ms = through_http(url, queries)
             direct_ms = in_process(home, queries)
