@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,6 @@ def measure(model: str, work: Path, args: argparse.Namespace) -> dict:
     from imgsearch.model.cache import export_folder
     from imgsearch.model.encoder import Encoder
     from imgsearch.model.engine import choose
-    from imgsearch.model.exporter import export_and_measure
     from imgsearch.model.numerics import cpu_computes_bf16, describe_cpu
     from imgsearch.model.onnx_image import FOLDER, OnnxImage
     from imgsearch.model.onnx_text import cpu_threads, read_meta
@@ -50,7 +50,9 @@ def measure(model: str, work: Path, args: argparse.Namespace) -> dict:
 
     spec = parse_model_spec(model)
     started = time.perf_counter()
-    export_and_measure(spec)  # what the background exporter does, timed here in the foreground
+    # the exporter itself, in a new process as after a command (torch's start-up measured from scratch),
+    # here waited for
+    subprocess.run([sys.executable, "-m", "imgsearch.model.exporter", spec.id], check=True)
     export_seconds = time.perf_counter() - started
     folder = export_folder(spec, FOLDER)
     meta = read_meta(folder)

@@ -537,8 +537,9 @@ def engines_section(s: Settings) -> list[str]:
         f"Model {r['model']}, random weights, {r['photos']} photo-like 1024x768 JPEGs. The int8 variant: "
         f"{verdict_int8}; ≥ 0.999 is required. Start-up the exporter measured: torch {startup['torch']} s "
         f"(import and model load), ONNX Runtime {startup['onnxruntime']} s (session). What `--precision "
-        f"auto` takes here: {choices}. The export and the measurements took {r['export_and_measure_s']} s "
-        "in the foreground here (the exporter runs them at nice 10 after a command). Random weights say "
+        f"auto` takes here: {choices}. The exporter (`python -m imgsearch.model.exporter MODEL`, a new "
+        f"process) took {r['export_and_measure_s']} s for the exports and the measurements, waited for "
+        "here (at nice 10, as always; after a command nobody waits for it). Random weights say "
         "nothing about int8's fidelity on trained weights: the exporter checks it on each model's own.",
     ]
     return lines

@@ -95,8 +95,8 @@ def index(
     embedded, moved, renamed and copied files reuse their stored vectors, deleted files leave the index.
     Files that cannot be read as images are listed and skipped until they change.
     """
-    imports = time.perf_counter() - LOADED_AT
     library = open_library(workers=workers, **options)
+    imports = time.perf_counter() - LOADED_AT  # the command line and the library (SQLAlchemy, NumPy)
     progress = TerminalProgress(show_bars=not quiet and sys.stderr.isatty())
     try:
         report = library.index(folders, events=progress, ray=ray)

@@ -46,6 +46,9 @@ class Embedded:
         )
 
 
+#: A run of few new files starts one decode worker per this many files (at most one per core).
+FILES_PER_WORKER = 4
+
 #: What a pipeline yields for a job: its vector, a one-line failure reason, or None (the file vanished).
 Result = Embedded | str | None
 
@@ -94,6 +97,8 @@ class LocalPipeline:
         return self._encoder
 
     def prepare(self, count: int) -> int:
+        if self._own_pool:  # a few files: fewer workers to start (each is a new Python with Pillow)
+            self.pool.workers = min(self.pool.workers, -(-count // FILES_PER_WORKER))
         self.pool.start()
         self._encoder, chosen = self.choose_engine(count)
         self.engine = f"{chosen.name} ({chosen.why})" if chosen.why else chosen.name
