@@ -1,6 +1,6 @@
 """`python -m imgsearch` is the `imgsearch` command."""
 
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -52,6 +52,28 @@ def main() -> None:
     """
 
 
+def run() -> None:
+    """The `imgsearch` command: `main`, then an exit that skips tearing torch down (over a second, and
+    nothing of ours is left to flush by then: the catalog is closed, the FAISS file synced)."""
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if isinstance(code, int | None) and "torch" in sys.modules and "ray" not in sys.modules:
+        import logging
+        import multiprocessing.util
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        multiprocessing.util._exit_function()  # what its atexit hook does: the decode pool's semaphores
+        os._exit(code or 0)  # Ray, when loaded, must shut its local cluster down at exit: not skipped
+    sys.exit(code)
+
+
 def _register() -> None:
     from . import classify, duplicates, exchange, index, models, query, serve, status, watch
 
