@@ -69,7 +69,7 @@ def run() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
-        multiprocessing.util._exit_function()  # what its atexit hook does: the decode pool's semaphores
+        multiprocessing.util._exit_function()  # type: ignore[attr-defined]  # its atexit hook: the pool semaphores
         os._exit(code or 0)  # Ray, when loaded, must shut its local cluster down at exit: not skipped
     sys.exit(code)
 
