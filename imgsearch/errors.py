@@ -54,3 +54,11 @@ class ClusterUnavailable(ImgsearchError):
 
 class DatasetError(ImgsearchError):
     """An embeddings dataset (Parquet) cannot be read, written, or used with this index."""
+
+
+class DatabaseUnavailable(ImgsearchError):
+    """The database server cannot be reached, or the connection to it was lost; what was committed is kept."""
+
+
+class DatabaseRefused(ImgsearchError):
+    """The database server refused: a wrong password, a database that does not exist, no permission."""

@@ -8,7 +8,9 @@ for match in lib.search("a red apple on a table", top=5):
 
 A Library is a facade over three parts with one job each: a Writer (imgsearch.index.writer: the write
 lock, index and watch runs), a Reader (imgsearch.search.reader: queries, status, labels, duplicates) and
-the ModelRuntime they share (imgsearch.model.runtime: how every vector is made).
+the ModelRuntime they share (imgsearch.model.runtime: how every vector is made). The catalog they read and
+write is a SQLite file in the home, or a PostgreSQL database several machines share (`db`, see
+imgsearch.store.database); the home then keeps this machine's FAISS file for it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from .home import default_home
 from .model.runtime import ModelRuntime
 from .model.specs import DEFAULT_MODEL, ModelSpec, model_for, parse_model_spec
 from .search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
+from .search.mounts import Mounts
 from .search.query import Filters, Term
 from .search.reader import Reader, RootStatus, Status
-from .store.catalog import DB_FILE, Catalog
+from .store.catalog import Catalog
+from .store.database import Database
 
 if TYPE_CHECKING:  # the indexer (multiprocessing, Pillow) and the write lock are for writers only
     from .index.events import IndexEvents
@@ -38,6 +42,7 @@ if TYPE_CHECKING:  # the indexer (multiprocessing, Pillow) and the write lock ar
     from .search.classify import Classification
     from .search.match import Match
     from .store.parquet import ExportReport
+    from .store.transfer import CopyReport
 
 __all__ = ["Library", "RootStatus", "Status"]
 
@@ -50,6 +55,11 @@ class Library:
     imgsearch.model.numerics; queries are always fp32). The encoder is loaded on first need and kept, so a
     long-lived Library answers later queries without loading it again; `encoder` hands it one already
     loaded.
+
+    `db` (default $IMGSEARCH_DB) is a PostgreSQL URL (postgresql://USER@HOST/DBNAME) or sqlite:///FILE; None
+    means `home`/index.db. `path_map` (default $IMGSEARCH_PATH_MAP) lists STORED=LOCAL folder pairs: where
+    this machine mounts the folders the catalog names (see imgsearch.search.mounts); paths given to and
+    returned by the reading calls are this machine's.
     """
 
     def __init__(
@@ -60,27 +70,49 @@ class Library:
         precision: str = "auto",
         workers: int | None = None,
         encoder: Encoder | None = None,
+        db: str | None = None,
+        path_map: Sequence[str] | None = None,
     ):
         self.home = Path(home).expanduser() if home is not None else default_home()
+        self.database = Database.parse(db or os.environ.get("IMGSEARCH_DB"), self.home)
+        mapped = os.environ.get("IMGSEARCH_PATH_MAP")
+        self.mounts = Mounts.parse(path_map) if path_map is not None else Mounts.from_env(mapped)
         model = model or os.environ.get("IMGSEARCH_MODEL")
         self.requested_model = parse_model_spec(model) if model else None
         self.device = device
         self.precision = precision
         self.workers = workers
         self.runtime = ModelRuntime(self.home, device, precision, encoder)
-        self.reader = Reader(self.home, self.runtime, self.requested_model)
+        self.reader = Reader(self.home, self.database, self.runtime, self.requested_model, self.mounts)
         self._writer: Writer | None = None
 
-    @property
-    def db_path(self) -> Path:
-        return self.home / DB_FILE
+    def has_index(self) -> bool:
+        """Whether there is a catalog to read (it may still hold no images)."""
+        if self.database.file is not None:
+            return self.database.file.exists()
+        from .errors import IndexNotFound
+
+        try:
+            self.shared_catalog()
+        except IndexNotFound:
+            return False
+        return True
+
+    def shared_catalog(self) -> Catalog:
+        """One catalog kept open for this Library's life, for callers that read rows often (a server);
+        safe across threads, each read a fresh snapshot. Never close it."""
+        return self.reader.kept_catalog()
+
+    def local_path(self, stored: bytes) -> bytes:
+        """Where a path the catalog stores is on this machine (see `path_map`)."""
+        return self.mounts.to_local(stored)
 
     @property
     def writer(self) -> Writer:
         if self._writer is None:
             from .index.writer import Writer
 
-            self._writer = Writer(self.home, self.runtime, self.requested_model, self.workers)
+            self._writer = Writer(self.home, self.database, self.runtime, self.requested_model, self.workers)
         return self._writer
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -197,13 +229,21 @@ class Library:
         content hashes only: the model is never loaded."""
         return self.reader.duplicates(under, threshold, exact_only)
 
+    def copy_database(self, to: str) -> CopyReport:
+        """Copy every row and vector of this library's catalog into another database (a PostgreSQL URL,
+        sqlite:///FILE, or a folder to hold index.db), re-encoding nothing, and check the copy equal; see
+        imgsearch.store.transfer."""
+        from .store.transfer import copy_catalog
+
+        return copy_catalog(self.database, Database.parse(to, self.home), self.home)
+
     # -- model ----------------------------------------------------------------------------------------------
     def model_spec(self) -> ModelSpec:
         """The model this library uses: the index's own (another request is refused), else the requested one,
         else the default."""
-        if not self.db_path.exists():
+        if not self.has_index():
             return self.requested_model or parse_model_spec(DEFAULT_MODEL)
-        catalog = Catalog.open(self.db_path)
+        catalog = Catalog.open(self.database)
         try:
             return model_for(catalog.model(), self.requested_model, self.home)[0]
         finally:

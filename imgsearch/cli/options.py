@@ -11,13 +11,29 @@ from ..model.numerics import DEVICES, PRECISIONS
 
 
 def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--home, --model, --device and --precision, read from the environment too."""
+    """--home, --db, --path-map, --model, --device and --precision, read from the environment too."""
     decorators = [
         click.option(
             "--home",
             type=click.Path(file_okay=False),
             envvar="IMGSEARCH_HOME",
             help="Folder that holds the index [env IMGSEARCH_HOME; default: the per-user data folder].",
+        ),
+        click.option(
+            "--db",
+            envvar="IMGSEARCH_DB",
+            metavar="URL",
+            help="Keep the catalog in this database: postgresql://USER@HOST/DBNAME for a library several "
+            "machines share (password from PGPASSWORD or ~/.pgpass), or a SQLite file [env IMGSEARCH_DB; "
+            "default: index.db in the home folder].",
+        ),
+        click.option(
+            "--path-map",
+            "path_map",
+            multiple=True,
+            metavar="STORED=LOCAL",
+            help="Read the folder the catalog stores as STORED at LOCAL on this machine (a share mounted "
+            "elsewhere); repeatable [env IMGSEARCH_PATH_MAP, pairs separated by ':'].",
         ),
         click.option(
             "--model",
@@ -46,9 +62,19 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def open_library(home: str | None, model: str | None, device: str, precision: str, **extra: Any) -> Any:
+def open_library(
+    home: str | None,
+    db: str | None,
+    path_map: tuple[str, ...],
+    model: str | None,
+    device: str,
+    precision: str,
+    **extra: Any,
+) -> Any:
     from ..library import Library
 
-    library = Library(home, model=model, device=device, precision=precision, **extra)
+    library = Library(
+        home, model=model, device=device, precision=precision, db=db, path_map=path_map or None, **extra
+    )
     library.runtime.one_off = True  # the background exporter lets this process exit before it starts
     return library

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,9 +26,10 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
         info = library.status()
     except IndexNotFound:
         if as_json:
-            click.echo(json.dumps({"home": str(library.home), "images": 0, "model": None}))
+            shown = library.database.shown
+            click.echo(json.dumps({"home": str(library.home), "database": shown, "images": 0, "model": None}))
         else:
-            click.echo(f"no index at {library.home} yet: run `imgsearch index FOLDER`")
+            click.echo(f"no index {library.database.place} yet: run `imgsearch index FOLDER`")
         return
     if failures:
         for path, reason in library.failures():
@@ -38,6 +40,8 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
         return
     model = f"{info.model} ({info.dim}-d)" if info.model else "none yet"
     click.echo(f"index     {info.home}")
+    if info.database != str(Path(info.home) / "index.db"):
+        click.echo(f"catalog   {info.database}")
     click.echo(f"model     {model}")
     if info.model:
         made = info.numerics or "not recorded (indexed by an older imgsearch)"

@@ -1,5 +1,6 @@
-"""The writing side of a Library: one writer at a time (a lock file in the index home), index runs and the
-watch loop, each pass through the Indexer, and the FAISS file kept in step with every commit."""
+"""The writing side of a Library: one writer at a time (the catalog's write lock: a lock file beside a SQLite
+file, an advisory lock on a server), index runs and the watch loop, each pass through the Indexer, and this
+machine's FAISS file kept in step with every commit."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import IndexBusy, UsageError
+from ..errors import UsageError
 from ..model.cache import remove_old_exports
 from ..model.runtime import ModelRuntime
 from ..model.specs import ModelSpec, model_for
-from ..store.catalog import DB_FILE, Catalog, storage_error
+from ..store.catalog import Catalog, Database
 from ..store.vectors import VectorIndex, remove_stale_temp_files
 from .embedding import LocalPipeline, Pipeline
 from .events import IndexEvents
@@ -26,22 +27,25 @@ from .scan import absolute
 from .workers import DecodePool
 
 if TYPE_CHECKING:
-    from filelock import FileLock
-
     from .imports import ImportReport
 
 _log = logging.getLogger("imgsearch")
 
-LOCK_FILE = "write.lock"
-
 
 class Writer:
-    """Index folders into the catalog in `home` with the runtime's index encoder."""
+    """Index folders into the catalog in `database` with the runtime's index encoder; `home` holds what this
+    machine derives from it (the FAISS file)."""
 
     def __init__(
-        self, home: Path, runtime: ModelRuntime, requested_model: ModelSpec | None, workers: int | None
+        self,
+        home: Path,
+        database: Database,
+        runtime: ModelRuntime,
+        requested_model: ModelSpec | None,
+        workers: int | None,
     ):
         self.home = home
+        self.database = database
         self.runtime = runtime
         self.requested_model = requested_model
         self.workers = workers
@@ -134,14 +138,14 @@ class Writer:
         for root in roots:
             if not os.path.isdir(root):
                 raise UsageError(f"not a folder: {os.fsdecode(root)}")
-        lock = self._write_lock()
+        catalog = Catalog.open(self.database, create=True)
         try:
-            catalog = Catalog.open(self.home / DB_FILE, create=True)
+            lock = catalog.write_lock()
         except BaseException:
-            lock.release()
+            catalog.close()
             raise
         try:
-            remove_stale_temp_files(self.home)
+            remove_stale_temp_files(catalog.local_folder(self.home))
             remove_old_exports(self.home)
             spec = model_for(catalog.model(), self.requested_model, self.home)[0]
             if not roots:
@@ -152,8 +156,8 @@ class Writer:
                     )
             yield catalog, spec, roots
         finally:
-            catalog.close()
             lock.release()
+            catalog.close()
 
     def _update(
         self,
@@ -170,7 +174,9 @@ class Writer:
         if vectors is None or vectors.version != catalog.vectors_version():
             recorded = catalog.model()  # None until a new index stores its first image
             vectors = (
-                VectorIndex.load_or_rebuild(catalog, self.home, recorded[1], save=False) if recorded else None
+                VectorIndex.load_or_rebuild(catalog, catalog.local_folder(self.home), recorded[1], save=False)
+                if recorded
+                else None
             )
         indexer = Indexer(catalog, vectors, self._pipeline(spec, ray, roots, pool), spec.id, events)
         try:
@@ -182,7 +188,7 @@ class Writer:
             current = indexer.vectors
             if current is not None and current.version == catalog.vectors_version() and current.unsaved:
                 saving = time.perf_counter()
-                current.save(self.home)  # a re-scan that changed nothing writes nothing
+                current.save(catalog.local_folder(self.home))  # a re-scan that changed nothing writes nothing
                 indexer.report.phases["save"] = time.perf_counter() - saving
 
     def _pipeline(
@@ -198,22 +204,6 @@ class Writer:
 
     def _workers(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
-
-    def _write_lock(self) -> FileLock:
-        from filelock import FileLock, Timeout
-
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(self.home / LOCK_FILE)
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise IndexBusy(
-                f"another imgsearch process is writing to the index at {self.home}; "
-                "wait for it to finish and run this again"
-            ) from None
-        except OSError as e:
-            raise storage_error(e, self.home) from e
-        return lock
 
     def import_embeddings(
         self,
@@ -232,7 +222,7 @@ class Writer:
 
         opened = open_dataset(dataset)
         model_id = vectors_model(opened, model or self.requested_model)
-        if not folders and not (self.home / DB_FILE).exists():
+        if not folders and self.database.file is not None and not self.database.file.exists():
             raise UsageError(
                 "nothing indexed yet: give the folders to match, e.g. `imgsearch import DATASET ~/Photos`"
             )
@@ -240,7 +230,7 @@ class Writer:
             recorded = catalog.model()
             check_fits(opened, model_id, recorded, self.home)
             vectors = (
-                VectorIndex.load_or_rebuild(catalog, self.home, opened.dim, save=False)
+                VectorIndex.load_or_rebuild(catalog, catalog.local_folder(self.home), opened.dim, save=False)
                 if recorded
                 else VectorIndex(opened.dim)
             )
@@ -251,4 +241,4 @@ class Writer:
                 return report
             finally:
                 if vectors.version == catalog.vectors_version() and vectors.unsaved:
-                    vectors.save(self.home)
+                    vectors.save(catalog.local_folder(self.home))

@@ -76,6 +76,16 @@ class DuplicateGroup:
         """The paths as the file system spells them (bytes), for names that are not valid UTF-8."""
         return [os.fsencode(p) for p in self.paths]
 
+    def shown(self, show: Callable[[str], str]) -> DuplicateGroup:
+        """The same group with every path rewritten by `show` (a reader's mount points)."""
+        return DuplicateGroup(
+            self.kind,
+            self.score,
+            [show(p) for p in self.paths],
+            [[show(p) for p in copies] for copies in self.exact],
+            [Link((show(k.paths[0]), show(k.paths[1])), k.score, k.exact) for k in self.links],
+        )
+
     def to_dict(self, links: bool = False, show: Callable[[str], str] = _same) -> dict[str, object]:
         """kind, score, paths and exact; with `links`, the links too. `show` rewrites every path (for
         display)."""

@@ -4,8 +4,9 @@ snapshot of the catalog and the FAISS index derived from it. A reader never take
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,11 +20,12 @@ from ..index.scan import absolute
 from ..model.cache import exports_bytes
 from ..model.runtime import ModelRuntime
 from ..model.specs import ModelSpec, model_for, parse_model_spec
-from ..store.catalog import DB_FILE, Catalog
+from ..store.catalog import Catalog, Database
 from ..store.vectors import VectorIndex, describe_file, vectors_file
 from .classify import Classification, ZeroShot, check_arguments, with_wanted
 from .duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
 from .match import Match
+from .mounts import Mounts
 from .nearest import allowed_ids, nearest
 from .query import Filters, Term, combine
 
@@ -53,7 +55,7 @@ class Status:
     vectors_version: int
     vectors_file: str | None
     search_index: str | None  # 'exact' or the approximate index's shape (see imgsearch.store.ann)
-    disk_bytes: int  # the index folder's files
+    disk_bytes: int  # the index folder's files, and the catalog's own where it is kept elsewhere
     exports_bytes: int  # this model's ONNX exports in the per-user cache (imgsearch.model.cache)
     cache: str  # that cache, shared by every index folder of this user
     formats: dict[str, int]  # indexed files per stored format name (JPEG, CR2 ...)
@@ -66,15 +68,26 @@ class Status:
 
 
 class Reader:
-    """Answer from the index in `home`; query vectors come from the runtime."""
+    """Answer from the catalog in `database`, with the FAISS file this machine keeps for it in `home`; query
+    vectors come from the runtime. Safe to share between threads (a server's concurrent requests)."""
 
-    def __init__(self, home: Path, runtime: ModelRuntime, requested_model: ModelSpec | None):
+    def __init__(
+        self,
+        home: Path,
+        database: Database,
+        runtime: ModelRuntime,
+        requested_model: ModelSpec | None,
+        mounts: Mounts | None = None,
+    ):
         self.home = home
+        self.database = database
+        self.mounts = mounts or Mounts()  # paths in and out are this machine's, the catalog's the writer's
         self.runtime = runtime
         self.requested_model = requested_model
         self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
-        self._kept: Catalog | None = None  # see _kept_catalog
+        self._kept: Catalog | None = None  # see kept_catalog
         self._kept_identity: tuple[int, int] | None = None
+        self._keeping = threading.Lock()  # replacing the kept catalog or FAISS index: one thread at a time
 
     def query(
         self,
@@ -106,13 +119,19 @@ class Reader:
                         exclude.add(own_id)
             query = combine(np.stack(parts), [t.weight for t in terms])
             filters = filters or Filters()
+            if filters.under is not None and self.mounts:
+                filters = replace(filters, under=os.fsdecode(self.mounts.to_stored(absolute(filters.under))))
             allowed = allowed_ids(catalog, filters)
             if filters.labels:
                 labelled = self._label_ids(
                     catalog, vectors, spec, filters.labels, filters.label_set, filters.under
                 )
                 allowed = labelled if allowed is None else np.intersect1d(allowed, labelled)
-            return nearest(catalog, vectors, query, top, allowed, exclude, min_score, sort)
+            matches = nearest(catalog, vectors, query, top, allowed, exclude, min_score, sort)
+        if not self.mounts:
+            return matches
+        shown = self.mounts.shown
+        return [replace(m, path=shown(m.path), siblings=tuple(map(shown, m.siblings))) for m in matches]
 
     def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
         """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
@@ -121,7 +140,7 @@ class Reader:
         path = absolute(image)
         if not os.path.isfile(path):
             raise UsageError(f"no such image file: {os.fsdecode(path)}")
-        stored = catalog.row_by_path(path)
+        stored = catalog.row_by_path(self.mounts.to_stored(path))
         own_id = stored[0].id if stored else None
         try:
             digest = hash_file(path)[0]
@@ -143,19 +162,23 @@ class Reader:
 
     def status(self) -> Status:
         """What is indexed, with which model, and where; never loads the model."""
-        catalog = Catalog.open(self.home / DB_FILE)
+        catalog = Catalog.open(self.database)
         try:
             model = catalog.model()
             version = catalog.vectors_version()
+            here = self.mounts.to_local
             roots = [
-                RootStatus(os.fsdecode(root), n, bad, os.path.isdir(root))
+                RootStatus(os.fsdecode(here(root)), n, bad, os.path.isdir(here(root)))
                 for root, n, bad in catalog.counts_by_root()
             ]
-            vfile = vectors_file(self.home, version)
-            disk = sum(p.stat().st_size for p in self.home.iterdir() if p.is_file())
+            local = catalog.local_folder(self.home)
+            vfile = vectors_file(local, version)
+            disk = sum(p.stat().st_size for p in local.iterdir() if p.is_file())
+            if local != self.home:
+                disk += catalog.size_bytes()
             return Status(
                 home=str(self.home),
-                database=str(self.home / DB_FILE),
+                database=self.database.shown,
                 model=model[0] if model else None,
                 dim=model[1] if model else None,
                 numerics=catalog.numerics(),
@@ -176,9 +199,9 @@ class Reader:
 
     def failures(self, limit: int | None = None) -> list[tuple[str, str]]:
         """(path, reason) of files that could not be indexed."""
-        catalog = Catalog.open(self.home / DB_FILE)
+        catalog = Catalog.open(self.database)
         try:
-            return [(os.fsdecode(p), reason) for p, reason in catalog.failure_list(limit)]
+            return [(os.fsdecode(self.mounts.to_local(p)), why) for p, why in catalog.failure_list(limit)]
         finally:
             catalog.close()
 
@@ -188,7 +211,7 @@ class Reader:
         from .. import __version__
         from ..store.parquet import write_export
 
-        catalog = Catalog.open(self.home / DB_FILE)
+        catalog = Catalog.open(self.database)
         try:
             return write_export(catalog, Path(out).expanduser().absolute(), __version__)
         finally:
@@ -210,8 +233,9 @@ class Reader:
             embed = partial(self.runtime.embed_texts, spec)
             scale = self.runtime.logit_scale(spec)
             zero_shot = ZeroShot.prepare(labels, embed, scale, temperature)
-            batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
-            return list(zero_shot.classify(batches, min_prob))
+            batches = catalog.vector_batches(vectors.dim, self._stored_folder(under))
+            shown = self.mounts.shown
+            return [replace(c, path=shown(c.path)) for c in zero_shot.classify(batches, min_prob)]
 
     def ids_with_label(
         self,
@@ -247,7 +271,7 @@ class Reader:
         embed = partial(self.runtime.embed_texts, spec)
         scale = self.runtime.logit_scale(spec)
         zero_shot = ZeroShot.prepare(label_set, embed, scale, temperature)
-        batches = catalog.vector_batches(vectors.dim, _folder_bytes(under))
+        batches = catalog.vector_batches(vectors.dim, self._stored_folder(under))
         return zero_shot.ids_with(batches, wanted, min_prob)
 
     # -- duplicates -----------------------------------------------------------------------------------------
@@ -262,23 +286,46 @@ class Reader:
         model is never loaded."""
         check_threshold(threshold)  # before opening the index: a bad argument is the first thing to hear
         with self.reading() as (catalog, vectors, _spec):
-            return find_duplicates(catalog, vectors, threshold, _folder_bytes(under), exact_only)
+            groups = find_duplicates(catalog, vectors, threshold, self._stored_folder(under), exact_only)
+        return [group.shown(self.mounts.shown) for group in groups] if self.mounts else groups
 
-    def _kept_catalog(self) -> Catalog:
-        """The catalog a warm Library keeps open between queries (opening one costs a few milliseconds),
-        as long as the database is the same file; every read is still a fresh snapshot."""
-        try:
-            st = os.stat(self.home / DB_FILE)
-            identity = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            identity = None
-        if self._kept is None or self._kept_identity != identity:
-            if self._kept is not None:
-                self._kept.close()
-                self._kept = None
-            self._kept = Catalog.open(self.home / DB_FILE)
-            self._kept_identity = identity
-        return self._kept
+    def _stored_folder(self, under: str | os.PathLike[str] | None) -> bytes | None:
+        """A folder given on this machine, as the catalog spells its paths."""
+        return self.mounts.to_stored(absolute(under)) if under is not None else None
+
+    def kept_catalog(self) -> Catalog:
+        """The catalog a warm Library keeps open between queries (opening one costs a few milliseconds, a
+        server connection more), as long as the database is the same file; every read is still a fresh
+        snapshot. Callers never close it."""
+        identity = None
+        if self.database.file is not None:
+            try:
+                st = os.stat(self.database.file)
+                identity = (st.st_dev, st.st_ino)
+            except FileNotFoundError:
+                pass
+        with self._keeping:
+            if self._kept is None or self._kept_identity != identity:
+                if self._kept is not None:
+                    self._kept.close()
+                    self._kept = None
+                self._kept = Catalog.open(self.database)
+                self._kept_identity = identity
+            return self._kept
+
+    def current_vectors(self, catalog: Catalog, dim: int) -> VectorIndex:
+        """The FAISS index for the catalog's current vectors: the kept one while current, else loaded (or
+        rebuilt) once, however many threads ask at the same time."""
+        version = catalog.vectors_version()
+        vectors = self._vectors
+        if vectors is not None and vectors.dim == dim and vectors.version == version:
+            return vectors
+        with self._keeping:
+            vectors = self._vectors
+            if vectors is None or vectors.dim != dim or vectors.version != catalog.vectors_version():
+                folder = catalog.local_folder(self.home)
+                vectors = self._vectors = VectorIndex.load_or_rebuild(catalog, folder, dim, mmap=True)
+            return vectors
 
     def reading(self) -> _Reading:
         return _Reading(self)
@@ -293,22 +340,16 @@ class _Reading:
 
     def __enter__(self) -> tuple[Catalog, VectorIndex, ModelSpec]:
         lib = self.reader
-        self.catalog = lib._kept_catalog() if lib.runtime.warm else Catalog.open(lib.home / DB_FILE)
+        self.catalog = lib.kept_catalog() if lib.runtime.warm else Catalog.open(lib.database)
         spec, dim = model_for(self.catalog.model(), lib.requested_model, lib.home)
         if dim is None:
-            raise IndexNotFound(f"the index at {lib.home} has no images yet: run `imgsearch index FOLDER`")
-        vectors = lib._vectors
-        if vectors is None or vectors.dim != dim or vectors.version != self.catalog.vectors_version():
-            vectors = lib._vectors = VectorIndex.load_or_rebuild(self.catalog, lib.home, dim, mmap=True)
-        return self.catalog, vectors, spec
+            where = lib.database.where()
+            raise IndexNotFound(f"{where} has no images yet: run `imgsearch index FOLDER`")
+        return self.catalog, lib.current_vectors(self.catalog, dim), spec
 
     def __exit__(self, *exc: object) -> None:
         if self.catalog is not None and self.catalog is not self.reader._kept:
             self.catalog.close()
-
-
-def _folder_bytes(under: str | os.PathLike[str] | None) -> bytes | None:
-    return absolute(under) if under is not None else None
 
 
 def _check_top(top: int) -> None:

@@ -1,8 +1,10 @@
-"""The catalog: every indexed file, its metadata and its vector, in SQLite through SQLAlchemy Core.
+"""The catalog: every indexed file, its metadata and its vector, through SQLAlchemy Core, in SQLite or
+PostgreSQL (imgsearch.store.database says where, and holds what differs between them).
 
-This is the one module that knows SQL, so a server database can later take SQLite's place without touching
-the indexer or the search code. Writes go through `Catalog.write()`, one transaction each, which also keeps
-`vectors_version` (the stamp the FAISS file is checked against) and the list of vector changes to apply.
+This is the one module that knows SQL; the indexer and the search code never see which database it is.
+Writes go through `Catalog.write()`, one transaction each, which also keeps `vectors_version` (the stamp the
+FAISS file is checked against) and the list of vector changes to apply. Reads are one snapshot each (WAL on
+SQLite, a repeatable-read transaction on PostgreSQL), so a reader never sees half a batch.
 """
 
 from __future__ import annotations
@@ -29,22 +31,24 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..errors import ImgsearchError, IndexNotFound, IndexReadOnly, IndexWriteError, SchemaTooNew
+from .database import DB_FILE, Database, WriteLock, take_migration_lock
 from .schema import failures, images, roots, settings
 
+__all__ = ["DB_FILE", "Catalog", "Database"]
+
 #: The newest migration in migrations/versions; a test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 _BUSY_TIMEOUT_MS = 30_000
-
-
-#: The catalog's file in an index home.
-DB_FILE = "index.db"
+#: The folder of a home that holds what is derived from a catalog kept elsewhere, one folder per library.
+LIBRARIES = "libraries"
 
 
 def migrations_dir() -> Path:
@@ -99,16 +103,30 @@ class VectorChanges:
 class Catalog:
     """An open index database."""
 
-    def __init__(self, engine: Engine, path: Path):
+    def __init__(self, engine: Engine, database: Database):
         self.engine = engine
-        self.path = path
+        self.database = database
+        self.path = database.file  # the SQLite file, None on a server
+        self._library_id: str | None = None
+        self._lock: WriteLock | None = None  # held by this process's writer (see write_lock)
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = False) -> Catalog:
-        """Open (and migrate) the database at `path`; with create=False a missing one is IndexNotFound.
+    def open(cls, database: Database | Path, *, create: bool = False) -> Catalog:
+        """Open (and migrate) the catalog; with create=False a missing SQLite file is IndexNotFound.
 
         A reader on a full disk or a read-only folder, where SQLite cannot make its WAL index (-shm), reads
         the database file as immutable instead, provided the WAL holds nothing the file lacks."""
+        if isinstance(database, Path):
+            database = Database.sqlite_file(database)
+        path = database.file
+        if path is None:
+            catalog = cls(database.engine(), database)
+            try:
+                catalog._migrate(create)
+            except BaseException:
+                catalog.close()
+                raise
+            return catalog
         if not path.exists():
             if not create:
                 raise IndexNotFound(f"no index at {path.parent} yet: run `imgsearch index FOLDER` first")
@@ -116,29 +134,63 @@ class Catalog:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise IndexReadOnly(f"cannot create the index folder {path.parent}: {e.strerror}") from e
-        engine = create_engine(f"sqlite+pysqlite:///{path}", poolclass=None)
+        engine = create_engine(database.url, poolclass=None)
         _configure_sqlite(engine)
-        catalog = cls(engine, path)
+        catalog = cls(engine, database)
         try:
             catalog._migrate()
         except OperationalError as e:
             engine.dispose()
             if create or not _wal_is_empty(path):
                 raise storage_error(e, path.parent) from e
-            catalog = cls(_immutable_engine(path), path)
+            catalog = cls(_immutable_engine(path), database)
             catalog._migrate()
         return catalog
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def write_lock(self) -> WriteLock:
+        """Take the one-writer lock of this catalog (see Database.write_lock), IndexBusy when another holds
+        it; until it is released, `write()` goes through the session that holds it, where it has one."""
+        self._lock = self.database.write_lock(None if self.path is not None else self.engine)
+        return self._lock
+
+    def local_folder(self, home: Path) -> Path:
+        """Where this machine keeps what is derived from the catalog (the FAISS files), made if missing: the
+        home itself for the home's own SQLite file, else a folder of the home per library, so that a home
+        used with several databases never takes one's FAISS file for another's."""
+        if self.path is not None and self.path == home / DB_FILE:
+            return home
+        if self._library_id is None:
+            self._library_id = self.settings().get("library_id", "unknown")
+        folder = home / LIBRARIES / self._library_id
+        with contextlib.suppress(OSError):  # a reader that cannot write keeps its rebuilt index in memory
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def size_bytes(self) -> int:
+        """What the catalog takes on disk: the SQLite file and its WAL, or the tables on the server."""
+        if self.path is not None:
+            return sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        with self._read() as conn:
+            sizes = [
+                conn.exec_driver_sql(f"SELECT pg_total_relation_size('{t.name}')").scalar_one()
+                for t in (settings, roots, images, failures)
+            ]
+        return int(sum(sizes))
+
     # -- schema ---------------------------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        """Bring the schema to the head revision; refuse a database from a newer imgsearch."""
+    def _migrate(self, create: bool = True) -> None:
+        """Bring the schema to the head revision; refuse a database from a newer imgsearch. A reader
+        (create=False) of a server database that has no catalog yet is IndexNotFound: it creates nothing."""
         with self._read() as conn:
             current = _schema_revision(conn)
         if current == SCHEMA_HEAD:
             return
+        if current is None and not create and self.path is None:
+            place = self.database.place
+            raise IndexNotFound(f"no index {place} yet: run `imgsearch index FOLDER` first")
         from alembic.config import Config
         from alembic.script import ScriptDirectory
 
@@ -147,35 +199,61 @@ class Catalog:
         known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
         if current is not None and current not in known:
             raise SchemaTooNew(
-                f"the index at {self.path.parent} was written by a newer imgsearch (schema {current}); "
+                f"{self.database.where()} was written by a newer imgsearch (schema {current}); "
                 "upgrade imgsearch to use it"
             )
         from alembic import command
 
         try:
-            with self._transaction() as conn:
+            with self._transaction(isolation="READ COMMITTED") as conn:
+                if self.path is None:
+                    take_migration_lock(conn)
                 if _schema_revision(conn) != SCHEMA_HEAD:  # another process may have just done it
                     config.attributes["connection"] = conn
                     command.upgrade(config, "head")
         except OperationalError as e:
+            if self.path is None:
+                raise
             raise IndexReadOnly(f"cannot upgrade the index at {self.path.parent}: {e.orig}") from e
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        """A read transaction: one consistent snapshot, never blocked by the writer (WAL)."""
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_write=True)
+        """A read transaction: one consistent snapshot, never blocked by the writer."""
+        with self._errors(), self.engine.connect() as conn:
+            if self.path is None:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             with conn.begin():
                 yield conn
 
     @contextmanager
+    def _transaction(self, isolation: str | None = None) -> Iterator[Connection]:
+        held = self._lock.connection if self._lock is not None else None
+        if held is not None and not held.closed:
+            with self._errors(), held.begin():
+                yield held
+            return
+        with self._errors(), self.engine.connect() as conn:
+            if self.path is None:
+                if isolation:
+                    conn = conn.execution_options(isolation_level=isolation)
+            else:
+                conn.execution_options(sqlite_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A server's errors as one clear ImgsearchError (SQLite's are left to the callers, as before)."""
+        try:
+            yield
+        except DBAPIError as e:
+            if self.path is not None:
+                raise
+            raise self.database.error(e) from e
+
+    @contextmanager
     def write(self) -> Iterator[CatalogWriter]:
-        """One write transaction (BEGIN IMMEDIATE); commits on success, rolls back on any error."""
+        """One write transaction (BEGIN IMMEDIATE on SQLite); commits on success, rolls back on any error."""
         try:
             with self._transaction() as conn:
                 writer = CatalogWriter(conn)
@@ -183,7 +261,7 @@ class Catalog:
                 if writer.changes:
                     writer._bump_vectors_version()
         except OperationalError as e:
-            if "locked" in str(e.orig):  # another writer held it past the busy timeout
+            if self.path is None or "locked" in str(e.orig):  # another writer held SQLite past the timeout
                 raise
             raise storage_error(e, self.path.parent) from e
 
@@ -489,10 +567,9 @@ def _under(column: Any, folder: bytes) -> Any:
 
 
 def _schema_revision(conn: Connection) -> str | None:
-    try:
-        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    except OperationalError:
+    if not inspect(conn).has_table("alembic_version"):
         return None
+    return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def fsync_path(path: Path) -> None:

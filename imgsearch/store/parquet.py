@@ -115,7 +115,7 @@ def write_export(catalog: Catalog, out: Path, version: str) -> ExportReport:
     if recorded is None:
         from ..errors import IndexNotFound
 
-        raise IndexNotFound(f"the index at {catalog.path.parent} has no images yet: nothing to export")
+        raise IndexNotFound(f"{catalog.database.where()} has no images yet: nothing to export")
     check_export_target(out)
     for _ in range(_EXPORT_RETRIES):
         before = catalog.vectors_version()
@@ -134,7 +134,7 @@ def write_export(catalog: Catalog, out: Path, version: str) -> ExportReport:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     raise DatasetError(
-        f"the index at {catalog.path.parent} kept changing while it was exported (an index or watch run is "
+        f"{catalog.database.where()} kept changing while it was exported (an index or watch run is "
         "writing to it); run the export again when it is done"
     )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+
+from .database import BIG_INTEGER, BYTES
 
 metadata = MetaData()
 
-#: Key-value facts about the index: model id, vector size, vectors_version.
+#: Key-value facts about the index: model id, vector size, vectors_version, library_id.
 settings = Table(
     "settings",
     metadata,
@@ -18,7 +20,7 @@ settings = Table(
 roots = Table(
     "roots",
     metadata,
-    Column("path", LargeBinary, primary_key=True),
+    Column("path", BYTES, primary_key=True),
     Column("added_at", Float, nullable=False),
 )
 
@@ -26,26 +28,26 @@ roots = Table(
 images = Table(
     "images",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", LargeBinary, nullable=False, unique=True),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
-    Column("content_hash", LargeBinary, nullable=False, index=True),
+    Column("id", BIG_INTEGER, primary_key=True, autoincrement=True),
+    Column("path", BYTES, nullable=False, unique=True),
+    Column("size", BIG_INTEGER, nullable=False),
+    Column("mtime_ns", BIG_INTEGER, nullable=False),
+    Column("content_hash", BYTES, nullable=False, index=True),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
     Column("format", String, nullable=False),
     Column("taken_at", Float),
     Column("indexed_at", Float, nullable=False),
-    Column("vector", LargeBinary, nullable=False),
+    Column("vector", BYTES, nullable=False),
 )
 
 #: Files that could not be decoded, with the stat they had: not retried until they change.
 failures = Table(
     "failures",
     metadata,
-    Column("path", LargeBinary, primary_key=True),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
+    Column("path", BYTES, primary_key=True),
+    Column("size", BIG_INTEGER, nullable=False),
+    Column("mtime_ns", BIG_INTEGER, nullable=False),
     Column("reason", Text, nullable=False),
     Column("failed_at", Float, nullable=False),
 )
