@@ -62,3 +62,7 @@ class DatabaseUnavailable(ImgsearchError):
 
 class DatabaseRefused(ImgsearchError):
     """The database server refused: a wrong password, a database that does not exist, no permission."""
+
+
+class CopyMismatch(ImgsearchError):
+    """A catalog copied to another database does not hold what the source holds; it is not kept."""

@@ -47,8 +47,10 @@ def main() -> None:
       imgsearch watch ~/Photos                 keep the index live as photos arrive, move, disappear
       imgsearch serve                          search in a web page (and a JSON API) at localhost:8765
       imgsearch export vectors/                every vector and its metadata as Parquet (import reads it back)
+      imgsearch db copy --to postgresql://photos@nas/imgsearch   move the catalog to a shared server
 
-    The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere.
+    The index lives in a per-user data folder; --home DIR or IMGSEARCH_HOME puts it elsewhere. --db URL or
+    IMGSEARCH_DB keeps its catalog in PostgreSQL, shared by several machines (see the README).
     """
 
 
@@ -75,9 +77,9 @@ def run() -> None:
 
 
 def _register() -> None:
-    from . import classify, duplicates, exchange, index, models, query, serve, status, watch
+    from . import classify, db, duplicates, exchange, index, models, query, serve, status, watch
 
-    for module in (index, query, status, models, classify, duplicates, watch, serve, exchange):
+    for module in (index, query, status, models, classify, duplicates, watch, serve, exchange, db):
         for command in module.COMMANDS:
             main.add_command(command)
 

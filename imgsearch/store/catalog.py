@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import sqlite3
 import time
@@ -438,6 +439,32 @@ class Catalog:
             query = select(failures.c.path, failures.c.reason).order_by(failures.c.path).limit(limit)
             return [(r.path, r.reason) for r in conn.execute(query)]
 
+    def table_rows(self, chunk: int = 2000) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Every row of every table, `chunk` at a time, from one snapshot (streamed from a server): settings,
+        roots, failures, then images in id order. What moving a catalog to another database copies."""
+        with self._read() as conn:
+            for table in (settings, roots, failures, images):
+                query = select(table).order_by(*table.primary_key.columns)
+                result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
+                for part in result.mappings().partitions():
+                    yield table.name, [dict(row) for row in part]
+
+    def fingerprint(self) -> tuple[dict[str, int], str]:
+        """(rows per table, a digest of every image's id, path, stat, hash and vector, and of the roots and
+        failures): equal for two catalogs that hold the same library, whichever database each is in."""
+        digest = hashlib.blake2b(digest_size=16)
+        counts: dict[str, int] = {}
+        for name, rows in self.table_rows():
+            if name == "settings":
+                continue
+            counts[name] = counts.get(name, 0) + len(rows)
+            for row in rows:
+                for key in sorted(row):
+                    value = row[key]
+                    digest.update(key.encode())
+                    digest.update(bytes(value) if isinstance(value, bytes | memoryview) else repr(value).encode())
+        return counts, digest.hexdigest()
+
     def failure_count(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(failures)).scalar_one())
@@ -513,6 +540,32 @@ class CatalogWriter:
                 path=path, size=size, mtime_ns=mtime_ns, reason=reason, failed_at=time.time()
             )
         )
+
+    def load_rows(self, table_name: str, rows: list[dict[str, Any]]) -> None:
+        """Rows exactly as another catalog's `table_rows` gave them (ids kept); settings replace this
+        catalog's own, except its library id and schema."""
+        table = {t.name: t for t in (settings, roots, failures, images)}[table_name]
+        if table is settings:
+            for row in rows:
+                if row["key"] != "library_id":
+                    self._set(row["key"], row["value"])
+            return
+        if rows:
+            self.conn.execute(insert(table), rows)
+
+    def clear(self) -> None:
+        """Remove the whole library from this catalog (a failed copy), keeping its schema and library id."""
+        for table in (images, failures, roots):
+            self.conn.execute(delete(table))
+        self.conn.execute(delete(settings).where(settings.c.key != "library_id"))
+
+    def finish_loading(self) -> None:
+        """After `load_rows` with explicit ids: new images on a server must number on from the largest."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('images', 'id'), COALESCE(MAX(id), 0) + 1, false) "
+                "FROM images"
+            )
 
     def forget_failures(self, paths: Iterable[bytes]) -> None:
         for path in paths:
