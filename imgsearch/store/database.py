@@ -70,7 +70,7 @@ class Database:
             return cls.sqlite_file(path / DB_FILE if path.is_dir() or not path.suffix else path)
         try:
             url = make_url(value)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise UsageError(
                 f"--db: not a database URL: {_mask_text(value)!r}; "
                 "e.g. postgresql://USER@HOST/DBNAME or sqlite:///PATH/index.db"
