@@ -461,8 +461,9 @@ class Catalog:
             for row in rows:
                 for key in sorted(row):
                     value = row[key]
+                    raw = isinstance(value, bytes | memoryview)
                     digest.update(key.encode())
-                    digest.update(bytes(value) if isinstance(value, bytes | memoryview) else repr(value).encode())
+                    digest.update(bytes(value) if raw else repr(value).encode())
         return counts, digest.hexdigest()
 
     def failure_count(self) -> int:
