@@ -17,7 +17,7 @@ from imgsearch import Library
 from imgsearch.model.encoder import Runtime
 from imgsearch.model.preprocess import Preprocess
 from imgsearch.model.specs import parse_model_spec
-from imgsearch.store.catalog import Catalog, Content
+from imgsearch.store.catalog import Catalog, Content, Database
 
 FAKE_MODEL = "local-dir:/controlled-test-model"
 
@@ -70,7 +70,7 @@ class Item:
 def controlled_library(home: Path, folder: Path, items: list[Item], encoder: ControlledEncoder) -> Library:
     """Write `items` as indexed files under `folder` (files exist on disk, vectors are the test's)."""
     folder.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog.open(home / "index.db", create=True)
+    catalog = Catalog.open(Database.parse(os.environ.get("IMGSEARCH_DB"), home), create=True)
     try:
         with catalog.write() as w:
             w.set_model(FAKE_MODEL, encoder.dim)

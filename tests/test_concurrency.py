@@ -13,11 +13,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from imgsearch import Library
 from imgsearch.model.encoder import Encoder
 from imgsearch.model.specs import parse_model_spec
 from tests import cli_process, index_db
 from tests.images import noise_jpeg
+
+pytestmark = pytest.mark.backends
 
 BUSY = "another imgsearch process is writing to the index"
 

@@ -20,22 +20,23 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from imgsearch import Library
 from imgsearch.index.decode import decode_file
 from imgsearch.model.encoder import Encoder
 from imgsearch.model.specs import parse_model_spec
-from imgsearch.store.catalog import Catalog
 from imgsearch.store.vectors import VectorIndex, vectors_file
 from tests import cli_process, index_db
 from tests.images import noise_jpeg
+
+pytestmark = pytest.mark.backends
 
 START_FILES = 200
 KILLS = 32
@@ -112,11 +113,11 @@ class Vectors:
 
 def rows(home: Path) -> dict[bytes, tuple[int, bytes]]:
     """path -> (id, content hash) as a separate read-only reader sees it now."""
-    if not (home / "index.db").exists():
+    if not index_db.exists(home):
         return {}
     try:
         return index_db.images(home, "id", "content_hash")
-    except sqlite3.OperationalError:  # the schema is not there yet
+    except index_db.SCHEMA_NOT_THERE:  # the schema is not there yet
         return {}
 
 
@@ -136,8 +137,7 @@ class Reader(threading.Thread):
 
 
 def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors: Vectors, library: Library):
-    db = home / "index.db"
-    if not db.exists():  # killed before it made one
+    if not index_db.exists(home):  # killed before it made one
         assert not before
         return
     assert index_db.integrity(home) == "ok"
@@ -149,8 +149,8 @@ def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors
     lost = {p for p in set(before) - set(after) if os.path.lexists(os.fsdecode(p))}
     assert not lost, f"committed rows lost by the kill: {sorted(lost)[:3]}"
     if not stored:  # killed before its first batch (or mid-migration): the next open finishes the schema
-        Catalog.open(db).close()
-        return
+        with index_db.catalog(home):
+            return
     fresh = vectors.of({h for _, h, _ in stored.values()})
     for i, (path, h, got) in stored.items():
         assert np.allclose(got, fresh[h], atol=1e-4), f"row {i} {path!r}: vector is not its content's"
@@ -158,13 +158,14 @@ def check_consistent(home: Path, before: dict[bytes, tuple[int, bytes]], vectors
     with index_db.catalog(home) as catalog:
         version, dim = catalog.vectors_version(), catalog.model()[1]  # type: ignore[index]
         ids = np.array(sorted(stored), dtype=np.int64)
-        saved = vectors_file(home, version)
+        local = catalog.local_folder(home)  # the home itself for its own index.db
+        saved = vectors_file(local, version)
         if saved.exists():  # the file for the current version is whole and equal, never half written
             import faiss
 
             index = faiss.read_index(str(saved))
             assert sorted(faiss.vector_to_array(index.id_map)) == list(ids)
-        opened = VectorIndex.load_or_rebuild(catalog, home, dim, save=False)
+        opened = VectorIndex.load_or_rebuild(catalog, local, dim, save=False)
         assert sorted(faiss_ids(opened)) == list(ids)
         for i in ids[:: max(1, len(ids) // 20)]:
             assert np.allclose(opened.index.reconstruct(int(i)), stored[i][2])
@@ -232,9 +233,9 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_anything(tiny_model, 
     on_disk = index_db.hashes_on_disk(photos.files())
     assert {p: h for p, (_, h) in rows(home).items()} == on_disk  # same paths, same contents: nothing extra
     with index_db.catalog(home) as catalog:
-        version = catalog.vectors_version()
-    assert [p.name for p in home.glob("*.faiss")] == [vectors_file(home, version).name]
-    assert not list(home.glob(".vectors-*"))  # temp files of killed saves are cleaned up
+        version, local = catalog.vectors_version(), catalog.local_folder(home)
+    assert [p.name for p in local.glob("*.faiss")] == [vectors_file(local, version).name]
+    assert not list(local.glob(".vectors-*"))  # temp files of killed saves are cleaned up
     print(
         f"{len(killed)} kills in {rounds} rounds, {time.monotonic() - started:.0f} s: "
         + ", ".join(f"{k} x{killed.count(k)}" for k in sorted(set(killed)))

@@ -8,12 +8,15 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from imgsearch import Library
 from tests import index_db
 from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
 from tests.images import png_bomb
+
+pytestmark = pytest.mark.backends
 
 
 def summary(output: str) -> dict[str, int]:
@@ -50,7 +53,7 @@ def test_first_index_embeds_every_photo_and_second_run_encodes_nothing(cli, phot
         "encoded": SAMPLE_COUNT,
     }
     assert indexed_paths(isolated_home) == files_on_disk(photos)
-    (saved,) = isolated_home.glob("vectors-*.faiss")
+    (saved,) = index_db.local_folder(isolated_home).glob("vectors-*.faiss")
     before = saved.stat()
 
     second = cli("index", photos)
@@ -189,6 +192,7 @@ def test_an_interrupted_run_keeps_its_batches_and_the_next_run_resumes(tiny_mode
     assert indexed_paths(isolated_home) == files_on_disk(photos)
 
 
+@pytest.mark.sqlite_only("the lock file beside index.db; PostgreSQL's advisory lock: test_postgres.py")
 def test_another_writer_is_refused_with_a_clear_message(cli, photos, isolated_home):
     from filelock import FileLock
 

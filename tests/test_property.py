@@ -26,6 +26,8 @@ from imgsearch.model.specs import parse_model_spec
 from tests import index_db
 from tests.images import noise_jpeg
 
+pytestmark = pytest.mark.backends
+
 PATHS = ["a.jpg", "b.jpg", "sub/c.jpg", "sub/deep/d.jpg"]
 BAD = b"this is not an image, whatever its name says"
 
@@ -122,10 +124,11 @@ def check_equal(folder: Path, home: Path, fresh: dict[bytes, np.ndarray]) -> Non
 @given(ops=st.lists(operation, min_size=1, max_size=12))
 @example(ops=[("write", "a.jpg", 0), ("index",), ("write", "a.jpg", len(CONTENTS) - 1)])  # turns bad
 @example(ops=[("write", "a.jpg", 0), ("write", "b.jpg", 1), ("index",), ("move", "a.jpg", "b.jpg")])
-def test_index_always_equals_the_folder(ops, tiny_model, encoder, fresh):
+def test_index_always_equals_the_folder(ops, tiny_model, encoder, fresh, fresh_index):
     with tempfile.TemporaryDirectory() as tmp:
         folder, home = Path(tmp) / "photos", Path(tmp) / "index"
         folder.mkdir()
+        fresh_index()  # each example its own index: a new database on PostgreSQL (on SQLite, the new home)
         library = Library(home, model=tiny_model, encoder=encoder, workers=1)
         for op in [*ops, ("index",)]:
             if op[0] == "index":

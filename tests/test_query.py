@@ -16,6 +16,8 @@ from imgsearch import Library
 from tests import index_db
 from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
 
+pytestmark = pytest.mark.backends
+
 
 def test_text_query_prints_score_and_path_best_first(cli, indexed):
     result = cli("query", "a cat on a sofa", "-n", "5")
@@ -92,10 +94,10 @@ def test_faiss_results_equal_a_brute_force_ranking(tiny_model, indexed, sample_i
     assert [m.score for m in got] == pytest.approx([scores[p] for p in expected], abs=1e-5)
 
 
-def test_missing_index_is_one_clear_line_and_exit_1(cli):
+def test_missing_index_is_one_clear_line_and_exit_1(cli, backend):
     result = cli("query", "anything")
     assert result.exit_code == 1
-    assert result.output.startswith("Error: no index at")
+    assert result.output.startswith("Error: no index at" if backend == "sqlite" else "Error: no index in the")
     assert len(result.output.strip().splitlines()) == 1
 
 

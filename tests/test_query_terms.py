@@ -12,6 +12,8 @@ from imgsearch.formats import RAW_FORMATS
 from imgsearch.search.query import Filters, Term, split_weight
 from tests.controlled import ControlledEncoder, Item, controlled_library, unit
 
+pytestmark = pytest.mark.backends
+
 DIM = 8
 BEACH, PEOPLE, DOG, SNOW = (np.eye(DIM, dtype=np.float32)[i] for i in range(4))
 
@@ -91,7 +93,7 @@ FORMATS = ["JPEG", "PNG", "WEBP", "HEIF"]
 
 
 @pytest.fixture(scope="module")
-def big_library(tmp_path_factory):
+def big_library(tmp_path_factory, backend):  # one per backend
     rng = np.random.default_rng(7)
     tmp = tmp_path_factory.mktemp("big")
     query = rng.normal(size=DIM).astype(np.float32)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import os
 
 import numpy as np
 import pytest
@@ -10,9 +10,11 @@ import pytest
 from imgsearch import Library
 from imgsearch.errors import IndexWriteError, SchemaTooNew
 from imgsearch.store import vectors as vectors_module
-from imgsearch.store.catalog import SCHEMA_HEAD, Catalog, migrations_dir
+from imgsearch.store.catalog import SCHEMA_HEAD, Catalog, Database, migrations_dir
 from imgsearch.store.vectors import VectorIndex, vectors_file
 from tests import index_db
+
+pytestmark = pytest.mark.backends
 
 
 def test_schema_head_constant_matches_the_alembic_scripts():
@@ -24,24 +26,26 @@ def test_schema_head_constant_matches_the_alembic_scripts():
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
 
 
-def test_migrations_create_the_schema_once_and_are_safe_to_repeat(tmp_path):
-    path = tmp_path / "index.db"
-    Catalog.open(path, create=True).close()
-    Catalog.open(path).close()
-    with sqlite3.connect(path) as db:
+def _database(home):
+    """The catalog the test's environment points at (IMGSEARCH_DB, else `home`/index.db)."""
+    return Database.parse(os.environ.get("IMGSEARCH_DB"), home)
+
+
+def test_migrations_create_the_schema_once_and_are_safe_to_repeat(isolated_home, backend):
+    Catalog.open(_database(isolated_home), create=True).close()
+    Catalog.open(_database(isolated_home)).close()
+    with index_db.connect(isolated_home) as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"images", "roots", "failures", "settings"} <= tables
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        if backend == "sqlite":
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert {"images", "roots", "failures", "settings"} <= index_db.tables(isolated_home)
 
 
-def test_an_index_from_a_newer_version_is_refused(tmp_path):
-    path = tmp_path / "index.db"
-    Catalog.open(path, create=True).close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+def test_an_index_from_a_newer_version_is_refused(isolated_home):
+    Catalog.open(_database(isolated_home), create=True).close()
+    index_db.tamper(isolated_home, "UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(SchemaTooNew, match="newer imgsearch"):
-        Catalog.open(path)
+        Catalog.open(_database(isolated_home))
 
 
 @pytest.fixture
@@ -51,15 +55,16 @@ def indexed_library(cli, photos, isolated_home, tiny_model):
 
 
 def _saved_file(home):
-    files = sorted(home.glob("vectors-*.faiss"))
+    files = sorted(index_db.local_folder(home).glob("vectors-*.faiss"))
     assert len(files) == 1
     return files[0]
 
 
 def test_the_faiss_file_matches_the_database_after_indexing(indexed_library, isolated_home):
     with index_db.catalog(isolated_home) as catalog:
-        assert _saved_file(isolated_home) == vectors_file(isolated_home, catalog.vectors_version())
-        loaded = VectorIndex.load_or_rebuild(catalog, isolated_home, 32)
+        local = catalog.local_folder(isolated_home)
+        assert _saved_file(isolated_home) == vectors_file(local, catalog.vectors_version())
+        loaded = VectorIndex.load_or_rebuild(catalog, local, 32)
         assert len(loaded) == catalog.count()
     assert index_db.integrity(isolated_home) == "ok"
 
@@ -75,7 +80,7 @@ def test_a_missing_damaged_or_stale_faiss_file_is_rebuilt_from_sqlite(indexed_li
     else:  # a file that claims the current version but holds fewer vectors
         with index_db.catalog(isolated_home) as catalog:
             version, ids, vecs = catalog.all_vectors(32)
-        VectorIndex.build(32, ids[:-3], vecs[:-3], version).save(isolated_home)
+        VectorIndex.build(32, ids[:-3], vecs[:-3], version).save(index_db.local_folder(isolated_home))
     assert [m.path for m in Library(isolated_home, device="cpu").search("a boat", top=5)] == expected
     assert _saved_file(isolated_home).stat().st_size > 1000  # the rebuilt index was saved again
 
@@ -94,9 +99,9 @@ def test_a_failed_faiss_write_leaves_the_previous_file_and_no_temp(
 
     monkeypatch.setattr(vectors_module.faiss, "write_index", disk_full)
     with pytest.raises(IndexWriteError, match="the disk is full"):
-        VectorIndex.build(32, ids, vecs, version + 1).save(isolated_home)
+        VectorIndex.build(32, ids, vecs, version + 1).save(index_db.local_folder(isolated_home))
     assert _saved_file(isolated_home).read_bytes() == before
-    assert not list(isolated_home.glob(".vectors-*"))
+    assert not list(index_db.local_folder(isolated_home).glob(".vectors-*"))
 
 
 def test_search_within_allowed_ids_is_exact():

@@ -23,6 +23,8 @@ from tests.cli_process import processes_where
 from tests.conftest import REPO, SAMPLE_PHOTOS
 from tests.images import add_photos
 
+pytestmark = pytest.mark.backends
+
 SAMPLES = sorted(SAMPLE_PHOTOS.glob("*.jpg"))
 BURST = int(os.environ.get("IMGSEARCH_TEST_BURST", "40"))  # 200 for the "done when" check
 
@@ -210,11 +212,10 @@ def test_after_sigkill_mid_burst_a_restart_catches_up_exactly(cli, tmp_path, iso
 
     add_photos(folder / "a", 48, "a")
     deadline = time.monotonic() + 60
-    db = isolated_home / "index.db"
-    while not (db.exists() and 0 < len(indexed(isolated_home)) < 48):  # some batches committed, not all
+    while not (index_db.exists(isolated_home) and 0 < len(indexed(isolated_home)) < 48):  # some, not all
         assert time.monotonic() < deadline, watcher.text()
         assert watcher.proc.poll() is None, watcher.text()
-        if db.exists() and len(indexed(isolated_home)) == 48:
+        if index_db.exists(isolated_home) and len(indexed(isolated_home)) == 48:
             break  # too late to catch it mid-way: the kill below still tests a restart
         time.sleep(0.01)
     watcher.proc.kill()
