@@ -1,6 +1,7 @@
 """Warm query latency through the HTTP API: a real `imgsearch serve` process, a real client over loopback.
 
-    python bench/serve_latency.py [--model ViT-B-32] [--sizes 10000,100000] [--queries 200] [--json]
+    python bench/serve_latency.py [--model ViT-B-32] [--sizes 10000,100000] [--queries 200]
+                                  [--clients 1,4,16] [--json]
 
 For each size, builds an index of that many images with clustered vectors through the catalog API (the
 architecture with random weights in a local-dir folder), starts `imgsearch serve --port 0` on it, sends 20
@@ -9,6 +10,12 @@ warm-up queries, then QUERIES different text queries one after another on one ke
 the client-side wall time. For comparison, the same queries straight through Library.query in this process
 (no HTTP, one torch thread like the server) show what the server adds, and their CPU time per query shows
 the cost apart from waiting for a busy machine's cores.
+
+Then several people at once (issue 13): for each count in --clients, that many clients, each on its own
+keep-alive connection, start together and send about QUERIES / clients different texts each, one after
+another; p50/p95/max of every request's wall time, the requests answered per second, and how many failed
+(not 200, or not 10 results: any failure makes the script exit 1). Query vectors are made one at a time in
+the server; FAISS search, the catalog join and JSON run side by side.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -47,7 +55,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def through_http(url: str, queries: list[str]) -> dict[str, float]:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
     for text in texts(20):  # warm-up: first requests pay for lazy imports and caches
         _get(conn, text)
     samples = []
@@ -65,6 +73,54 @@ def _get(conn: http.client.HTTPConnection, text: str) -> None:
     body = response.read()
     if response.status != 200 or len(json.loads(body)["results"]) != 10:
         raise RuntimeError(f"bad answer {response.status}: {body[:300]!r}")
+
+
+def concurrent(url: str, clients: int, queries: list[str]) -> dict[str, float]:
+    """`clients` clients at once, sharing `queries` out between them (see the module)."""
+    parts = urlsplit(url)
+    share = [queries[c::clients] for c in range(clients)]
+    start = threading.Barrier(clients + 1)
+    samples: list[float] = []
+    failed: list[str] = []
+    lock = threading.Lock()
+
+    def client(texts: list[str]) -> None:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+        mine, errors = [], []
+        try:
+            conn.connect()
+            start.wait()
+            for text in texts:
+                began = time.perf_counter()
+                try:
+                    _get(conn, text)
+                except (OSError, RuntimeError, http.client.HTTPException, ValueError) as e:
+                    errors.append(f"{type(e).__name__}: {e}")
+                    conn.close()
+                    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+                mine.append((time.perf_counter() - began) * 1000)
+        finally:
+            conn.close()
+            with lock:
+                samples.extend(mine)
+                failed.extend(errors)
+
+    threads = [threading.Thread(target=client, args=(texts,)) for texts in share]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    if failed:
+        print(f"{len(failed)} requests failed with {clients} clients, e.g. {failed[0]}", file=sys.stderr)
+    return {
+        **percentiles(samples),
+        "requests": len(samples),
+        "failed": len(failed),
+        "per_s": round(len(samples) / wall, 1),
+    }
 
 
 def in_process(home: Path, queries: list[str]) -> dict[str, float]:
@@ -100,6 +156,9 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--clients", default="1,4,16", help="Clients at once, one measurement each (empty: none)."
+    )
     parser.add_argument("--json", action="store_true", help="Print the results as one JSON object.")
     args = parser.parse_args()
     from imgsearch.library import Library
@@ -107,6 +166,8 @@ def main() -> None:
     from imgsearch.model.specs import parse_model_spec
 
     queries = texts(args.queries + 20)[20:]
+    levels = [int(c) for c in args.clients.split(",") if c.strip()]
+    failures = 0
     results: dict[str, object] = {"model": args.model, "machine": machine(), "queries": args.queries}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -119,10 +180,15 @@ def main() -> None:
             synthetic_library(home, parse_model_spec(spec).id, dim, work / "photos", size)
             Library(home).index()
             export_and_measure(parse_model_spec(spec))  # as after a real run: the exports, made beforehand
+            together: dict[str, dict[str, float]] = {}
             with running_server(server_env(home)) as url:
                 http_ms = through_http(url, queries)
+                for n, clients in enumerate(levels):
+                    first = 10_000 * (n + 1)  # texts no earlier measurement sent: none is cached
+                    together[str(clients)] = concurrent(url, clients, texts(first + args.queries)[first:])
+                    failures += int(together[str(clients)]["failed"])
             direct_ms = in_process(home, queries)
-            results[str(size)] = {"http": http_ms, "in_process": direct_ms}
+            results[str(size)] = {"http": http_ms, "in_process": direct_ms, "concurrent": together}
             if not args.json:
                 met = "met" if http_ms["p50_ms"] <= TARGET_P50_MS else "NOT met"
                 print(
@@ -132,10 +198,19 @@ def main() -> None:
                     f"  |  target p50 <= {TARGET_P50_MS:.0f} ms: {met}",
                     flush=True,
                 )
+                for level, got in together.items():
+                    print(
+                        f"{size:>7,} vectors  {int(level):>2} clients at once: p50 {got['p50_ms']:6.1f} ms"
+                        f"  p95 {got['p95_ms']:6.1f} ms  max {got['max_ms']:6.1f} ms  {got['per_s']:5.1f}"
+                        f" requests/s  {int(got['requests'])} requests, {int(got['failed'])} failed",
+                        flush=True,
+                    )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(f"model {args.model} (random weights); {results['machine']}")
+    if failures:
+        sys.exit(f"{failures} requests failed")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,13 @@ def test_a_stale_server_file_is_ignored(indexed_private: Path, pid: str) -> None
         (home / "server.json").write_text(json.dumps(info))
         done = _cli(home, "query", "a cat", "--json", "-n", "3")
         assert len(_results(done)) == 3
+
+
+def test_a_query_of_another_catalog_or_path_map_is_answered_here(served: Path, tmp_path: Path) -> None:
+    """The server reads the home's own catalog with no path map: a query that names another database, or
+    maps paths, must not get its answers (it reads what it was told to read, or fails as it would alone)."""
+    elsewhere = _cli(served, "query", "apple", "--db", str(tmp_path / "other"))
+    assert elsewhere.returncode == 1 and "no index at" in elsewhere.stderr, elsewhere.stderr
+    mapped = _cli(served, "query", "apple", "--json", "--path-map", f"{SAMPLE_PHOTOS}=/mnt/photos")
+    assert "torch" in _loaded(mapped) or "numpy" in _loaded(mapped)  # answered in this process
+    assert all(str(r["path"]).startswith("/mnt/photos/") for r in _results(mapped))

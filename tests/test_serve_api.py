@@ -26,15 +26,26 @@ from imgsearch.serve.thumbnails import FOLDER
 from tests.cli_process import output_and_modules
 from tests.conftest import SAMPLE_COUNT, SAMPLE_PHOTOS
 
+pytestmark = pytest.mark.backends
+
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, tiny_model) -> tuple[Path, Path]:
-    """(home, photos): one index of sample_photos for the tests that only read (indexing costs seconds)."""
+def shared(tmp_path_factory, tiny_model, backend) -> tuple[Path, Path]:
+    """(home, photos): one index of sample_photos per backend for the tests that only read (indexing costs
+    seconds)."""
     root = tmp_path_factory.mktemp("served")
     photos = root / "photos"
     shutil.copytree(SAMPLE_PHOTOS, photos, ignore=shutil.ignore_patterns("*.md"))
     Library(root / "home", model=tiny_model).index([photos])
     return root / "home", photos
+
+
+@pytest.fixture(scope="module")
+def shared_db(shared) -> dict[str, str]:
+    """The environment that names the shared index's catalog (IMGSEARCH_DB on PostgreSQL; each test runs
+    with a fresh database of its own), for the processes and commands a test starts over that index."""
+    url = os.environ.get("IMGSEARCH_DB")
+    return {"IMGSEARCH_DB": url} if url else {}
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +99,12 @@ def _error(response, code: int) -> str:
 
 
 # -- search ------------------------------------------------------------------------------------------------
-def test_text_search_answers_like_the_cli(client, cli, shared):
+def test_text_search_answers_like_the_cli(client, cli, shared, shared_db):
     response = client.get("/api/search", params={"q": "a cat on a sofa", "top": 5})
     assert response.status_code == 200
     results = response.json()["results"]
-    output = cli("query", "a cat on a sofa", "--json", "-n", "5", "--home", shared[0]).output
+    db = ["--db", shared_db["IMGSEARCH_DB"]] if shared_db else []
+    output = cli("query", "a cat on a sofa", "--json", "-n", "5", "--home", shared[0], *db).output
     printed = [json.loads(line) for line in output.splitlines()]
     # the same results and fields; scores agree to float rounding (the CLI may encode text with ONNX Runtime)
     assert [{**r, "score": None} for r in results] == [{**r, "score": None} for r in printed]
@@ -481,10 +493,10 @@ def test_help_does_not_import_the_web_framework():
         assert not {"fastapi", "uvicorn", "starlette", "torch"} & loaded, argv
 
 
-def test_serve_writes_server_json_and_removes_it_on_exit(shared, tiny_model):
+def test_serve_writes_server_json_and_removes_it_on_exit(shared, shared_db, tiny_model):
     """One real server process: server.json, the token over real HTTP, the non-loopback warning, SIGTERM."""
     isolated_home = shared[0]
-    env = {**os.environ, "IMGSEARCH_HOME": str(isolated_home), "IMGSEARCH_TOKEN": "t0ken"}
+    env = {**os.environ, **shared_db, "IMGSEARCH_HOME": str(isolated_home), "IMGSEARCH_TOKEN": "t0ken"}
     command = [sys.executable, "-m", "imgsearch", "serve", "--host", "0.0.0.0", "--port", "0"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -511,10 +523,10 @@ def test_serve_writes_server_json_and_removes_it_on_exit(shared, tiny_model):
             server.wait()
 
 
-def test_a_signal_right_after_the_url_is_printed_stops_the_server_cleanly(shared):
+def test_a_signal_right_after_the_url_is_printed_stops_the_server_cleanly(shared, shared_db):
     """SIGTERM the moment the URL appears (uvicorn not yet started): exit 0 and server.json removed, not a
     killed process nor a lost signal."""
-    env = {**os.environ, "IMGSEARCH_HOME": str(shared[0])}
+    env = {**os.environ, **shared_db, "IMGSEARCH_HOME": str(shared[0])}
     command = [sys.executable, "-m", "imgsearch", "serve", "--port", "0"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -125,7 +125,7 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
     preview, use_server = options.pop("preview"), not options.pop("no_server")
     matches = None
     if use_server:  # query vectors are fp32 on every path, so a server gives this process's answer
-        matches = _via_server(terms, top, filters, min_score, sort, options["home"], options["model"])
+        matches = _via_server(terms, top, filters, min_score, sort, options)
     if matches is None:
         matches = open_library(**options).query(terms, top, filters, min_score, sort)
     if preview == "auto":
@@ -141,8 +141,7 @@ def _via_server(
     filters: Any,
     min_score: float | None,
     sort: str,
-    home: str | None,
-    model: str | None,
+    options: dict[str, Any],
 ) -> list[Any] | None:
     """The answer of a running `imgsearch serve` for this index (its model is warm: no seconds of loading
     here), or None when there is none or it cannot answer."""
@@ -151,11 +150,14 @@ def _via_server(
     from ..home import default_home
     from ..model.specs import parse_model_spec
     from ..serve.client import query_via_server
+    from ..serve.info import reader_key
     from ..serve.wire import Query
 
+    home, model = options["home"], options["model"]
     folder = Path(home).expanduser() if home else default_home()
     model_id = parse_model_spec(model).id if model else None
-    return query_via_server(folder, Query(terms, top, filters, min_score, sort), model_id)
+    reader = reader_key(options["db"], options["path_map"])
+    return query_via_server(folder, Query(terms, top, filters, min_score, sort), model_id, reader)
 
 
 @click.command()

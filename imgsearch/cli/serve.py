@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ from .options import library_options, open_library
 
 
 @click.command()
+@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free one)."
@@ -20,29 +22,59 @@ from .options import library_options, open_library
     help="Require this token on every request (Authorization: Bearer TOKEN, or ?token=TOKEN) "
     "[env IMGSEARCH_TOKEN].",
 )
+@click.option(
+    "--poll", is_flag=True, help="With FOLDERS: poll for changes instead of OS events (network drives)."
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="With FOLDERS: decoding processes [default: one per core].",
+)
 @library_options
-def serve(host: str, port: int, token: str | None, **options: Any) -> None:
-    """Serve the index as a web page and a JSON API, until Ctrl-C.
+def serve(
+    folders: tuple[str, ...],
+    host: str,
+    port: int,
+    token: str | None,
+    poll: bool,
+    workers: int | None,
+    **options: Any,
+) -> None:
+    """Serve the index as a web page and a JSON API until Ctrl-C, indexing FOLDERS too.
 
     \b
       imgsearch serve                       then open the printed URL
+      imgsearch serve ~/Photos              index ~/Photos, follow its changes, serve all the while
       imgsearch serve --port 9000 --token s3cret
 
     The page searches by words (the query syntax of `imgsearch query`), by a dropped, pasted or chosen
-    image, and by "more like this"; thumbnails are cached in the index folder. The API is described at
-    /api/openapi.json. Serves the whole index (index folders with `imgsearch index` or `watch`; the server
-    sees their updates without a restart) and only files that are in it. It listens on this machine only
-    unless --host says otherwise; then use a --token.
+    image, and by "more like this"; a search is in the page's address, to bookmark or share, and the arrow
+    keys step through the results in the full-size view. Thumbnails are cached in the index folder. The API
+    is described at /api/openapi.json. Several people can search at once. Serves the whole index and only
+    files that are in it, and sees its updates without a restart.
+
+    Without FOLDERS another process keeps the index (`imgsearch index` or `watch`). With FOLDERS this
+    process also does what `imgsearch watch FOLDERS` does, in the background: it indexes them and follows
+    their changes, answers meanwhile from what is indexed so far, shows on the page how far it got, and
+    logs to stderr. It is then the index's one writer: if another process writes to the index, the page
+    and stderr say so and it only serves.
+
+    It listens on this machine only unless --host says otherwise; then use a --token.
     """
     from ..errors import ImgsearchError, IndexNotFound
+    from ..serve.info import reader_key
     from ..serve.server import is_loopback
     from ..serve.server import serve as run
 
     if token is not None and not token.strip():
         raise click.UsageError("--token must not be empty")
-    library = open_library(**options)
+    if not folders and (poll or workers is not None):
+        raise click.UsageError("--poll and --workers are for indexing: give the FOLDERS to index")
+    reader = reader_key(options["db"], options["path_map"])  # what server.json says this server reads
+    library = open_library(workers=workers, **options)
     try:
-        if not library.db_path.exists():
+        if not folders and not library.has_index():
             raise IndexNotFound(f"no index at {library.home} yet: run `imgsearch index FOLDER`")
         spec = library.model_spec()
         click.echo(f"imgsearch: loading {spec.id}", err=True)
@@ -64,7 +96,18 @@ def serve(host: str, port: int, token: str | None, **options: Any) -> None:
         shown = f"{url}?token={token}" if token else url
         click.echo(f"imgsearch: serving {library.home} at {shown} (Ctrl-C to stop)")
 
-    run(library, host, port, token, on_ready=ready)
+    if not folders:
+        run(library, host, port, token, on_ready=ready, reader=reader)
+        return
+    from .watch import _setup_logging  # the log of `imgsearch watch`: what each batch did, bad files
+
+    handler = _setup_logging(verbose=False, quiet=False)
+    try:
+        run(library, host, port, token, on_ready=ready, folders=folders, poll=poll, reader=reader)
+    finally:
+        for name in ("imgsearch", "watchdog"):
+            logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).propagate = True
 
 
 COMMANDS = [serve]

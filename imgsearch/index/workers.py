@@ -88,11 +88,14 @@ def _ready() -> None:
 
 
 def _start_worker(parent: int) -> None:
-    """Worker initializer. On Linux, end with the indexing process even when it is killed with SIGKILL
+    """Worker initializer. Ctrl-C is the indexing process's to handle (it stops the pool), not each
+    worker's traceback. On Linux, end with the indexing process even when it is killed with SIGKILL
     (idle pool workers otherwise outlive it; `imgsearch watch` may be stopped that way)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

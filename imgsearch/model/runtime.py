@@ -11,6 +11,7 @@ same vector in a one-off process, in a server, with the exports on or off, batch
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,6 +63,9 @@ class ModelRuntime:
         self.one_off = False  # set by the command line: this process exits when its command is done
         self._texts: _Recent[tuple[str, str]] = _Recent()
         self._images: _Recent[tuple[str, bytes]] = _Recent()
+        # Query vectors are made one at a time: a server's request threads share the caches, the lazily
+        # opened encoders and the model. An index run's batches (a writer thread) do not take it.
+        self._encoding = threading.RLock()
 
     # -- torch encoders ----------------------------------------------------------------------------------
     def encoder(self, spec: ModelSpec) -> Encoder:
@@ -120,35 +124,40 @@ class ModelRuntime:
     def embed_texts(self, spec: ModelSpec, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors for `texts`, the last TEXT_CACHE texts' from memory: a long-lived runtime (the
         server) pages through results, repeats queries and label filters, and each would otherwise cost a
-        run of the text tower (~35 ms on one CPU core for ViT-B-32)."""
+        run of the text tower (~35 ms on one CPU core for ViT-B-32). One thread at a time."""
         found: dict[str, np.ndarray] = {}
-        for text in texts:
-            vector = self._texts.recall((spec.id, text))
-            if vector is not None:
-                found[text] = vector
-        missing = [text for text in dict.fromkeys(texts) if text not in found]
-        if missing:
-            for text, vector in zip(missing, self._text_encoder(spec).embed_texts(missing), strict=True):
-                found[text] = vector
-                self._texts.remember((spec.id, text), vector, TEXT_CACHE)
+        with self._encoding:
+            for text in texts:
+                vector = self._texts.recall((spec.id, text))
+                if vector is not None:
+                    found[text] = vector
+            missing = [text for text in dict.fromkeys(texts) if text not in found]
+            if missing:
+                for text, vector in zip(missing, self._text_encoder(spec).embed_texts(missing), strict=True):
+                    found[text] = vector
+                    self._texts.remember((spec.id, text), vector, TEXT_CACHE)
         return np.stack([found[text] for text in texts])
 
     def logit_scale(self, spec: ModelSpec) -> float:
-        return self._text_encoder(spec).logit_scale
+        with self._encoding:
+            return self._text_encoder(spec).logit_scale
 
     def embed_image(
         self, spec: ModelSpec, digest: bytes, decode: Callable[[Preprocess], np.ndarray]
     ) -> np.ndarray:
         """The fp32 unit vector of a query picture that is not indexed, by its content hash; `decode`
-        gives its model-sized pixels for a Preprocess."""
-        remembered = self._images.recall((spec.id, digest))
-        if remembered is not None:  # the same picture again (the server's next page of an upload)
-            return remembered
-        encoder = self._image_encoder(spec)
-        vector = encoder.embed_pixels(decode(encoder.preprocess)[None])[0]
-        self._images.remember((spec.id, digest), vector, IMAGE_CACHE)
-        if not isinstance(encoder, OnnxImage):
-            self.offer_exports(spec)
+        gives its model-sized pixels for a Preprocess. One encoding at a time; decoding runs beside others."""
+        with self._encoding:
+            remembered = self._images.recall((spec.id, digest))
+            if remembered is not None:  # the same picture again (the server's next page of an upload)
+                return remembered
+            encoder = self._image_encoder(spec)
+        pixels = decode(encoder.preprocess)[None]
+        with self._encoding:
+            vector = encoder.embed_pixels(pixels)[0]
+            self._images.remember((spec.id, digest), vector, IMAGE_CACHE)
+            if not isinstance(encoder, OnnxImage):
+                self.offer_exports(spec)
         return vector
 
     def _text_encoder(self, spec: ModelSpec) -> Encoder | OnnxText:
@@ -180,22 +189,24 @@ class ModelRuntime:
     def warm_up(self, spec: ModelSpec) -> None:
         """Load now what queries need, set up for many of them (a server): an fp32 torch encoder, and the
         text export with its weights prepacked for this CPU (see imgsearch.model.onnx_text.open_session)."""
-        self.warm = True
-        self._onnx_text = None
-        self.query_encoder(spec)
-        self._text_encoder(spec)
+        with self._encoding:
+            self.warm = True
+            self._onnx_text = None
+            self.query_encoder(spec)
+            self._text_encoder(spec)
 
     def offer_exports(self, spec: ModelSpec) -> bool:
         """Ask the background exporter (imgsearch.model.exporter) for what this model lacks: the ONNX
         exports and this machine's engine speeds. Once per runtime and model; whether one was started."""
-        if spec.id in self._offered:
-            return False
-        self._offered.add(spec.id)
-        from .exporter import request
+        with self._encoding:  # a writer thread asks too: not while a query opens an export
+            if spec.id in self._offered:
+                return False
+            self._offered.add(spec.id)
+            from .exporter import request
 
-        started = request(spec, after_exit=self.one_off)
-        self._onnx_text = self._onnx_image = None  # opened again once the exports are there
-        return started
+            started = request(spec, after_exit=self.one_off)
+            self._onnx_text = self._onnx_image = None  # opened again once the exports are there
+            return started
 
 
 class _Recent(OrderedDict[_Key, np.ndarray]):

@@ -87,7 +87,9 @@ class Reader:
         self._vectors: VectorIndex | None = None  # kept between queries while the index does not change
         self._kept: Catalog | None = None  # see kept_catalog
         self._kept_identity: tuple[int, int] | None = None
-        self._keeping = threading.Lock()  # replacing the kept catalog or FAISS index: one thread at a time
+        # replacing the kept catalog, or the FAISS index: one thread at a time each (a rebuild takes seconds)
+        self._keeping_catalog = threading.Lock()
+        self._keeping_vectors = threading.Lock()
 
     def query(
         self,
@@ -304,7 +306,7 @@ class Reader:
                 identity = (st.st_dev, st.st_ino)
             except FileNotFoundError:
                 pass
-        with self._keeping:
+        with self._keeping_catalog:
             if self._kept is None or self._kept_identity != identity:
                 if self._kept is not None:
                     self._kept.close()
@@ -320,7 +322,7 @@ class Reader:
         vectors = self._vectors
         if vectors is not None and vectors.dim == dim and vectors.version == version:
             return vectors
-        with self._keeping:
+        with self._keeping_vectors:
             vectors = self._vectors
             if vectors is None or vectors.dim != dim or vectors.version != catalog.vectors_version():
                 folder = catalog.local_folder(self.home)

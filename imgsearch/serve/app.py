@@ -2,7 +2,10 @@
 
 Files are served only by catalog id, never by a path from the client, and only while the file still is the
 one indexed, inside an indexed folder once symlinks are resolved. Every request needs the token when one is
-set. Library calls take one lock: the Library is not thread-safe, and queries are short.
+set. Requests run at the same time, each in a worker thread: the Library's reader is shared by them (FAISS
+searches and catalog reads run side by side), and only the making of query vectors takes turns (a lock in
+imgsearch.model.runtime). With `live` (`imgsearch serve FOLDERS`) the same process indexes and watches the
+folders in a thread of its own (imgsearch.serve.live), and GET /api/progress says how far it got.
 
 A request the server refuses is a 4xx with {"error": ...}, never a 500. The OpenAPI spec (/api/openapi.json)
 states each rule that a JSON schema can state, the descriptions state the others, and a schema-driven fuzzer
@@ -20,7 +23,6 @@ import secrets
 import stat
 import sys
 import tempfile
-import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -35,6 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import (
+    DatabaseRefused,
+    DatabaseUnavailable,
     DecodeError,
     ImgsearchError,
     IndexBusy,
@@ -50,7 +54,8 @@ from ..index.scan import under
 from ..library import Library
 from ..search.duplicates import DEFAULT_THRESHOLD
 from ..search.query import Term, split_weight
-from ..store.catalog import Catalog, ImageRow
+from ..store.catalog import ImageRow
+from .live import LiveIndex, State
 from .thumbnails import BROWSER_FORMATS, SIZES, ChangedOnDisk, rendered, thumbnail
 from .wire import (
     MAX_OFFSET,
@@ -70,7 +75,16 @@ STATIC = resources.files("imgsearch.serve") / "static"
 #: Image ids are SQLite rowids: signed 64-bit integers. Any other integer names no image (404).
 ID_RANGE = (-(2**63), 2**63 - 1)
 _log = logging.getLogger("imgsearch")
-_UNAVAILABLE = (IndexNotFound, IndexBusy, ModelMismatch, ModelUnavailable, SchemaTooNew, IndexReadOnly)
+_UNAVAILABLE = (
+    IndexNotFound,
+    IndexBusy,
+    ModelMismatch,
+    ModelUnavailable,
+    SchemaTooNew,
+    IndexReadOnly,
+    DatabaseUnavailable,  # the database server is down: answers come back with it, no restart needed
+    DatabaseRefused,
+)
 
 
 # -- request and response shapes (they make the OpenAPI spec; imgsearch.serve.wire does the checking) ---
@@ -186,6 +200,32 @@ class Results(BaseModel):
     results: list[MatchOut]
 
 
+class ImageOut(BaseModel):
+    id: int
+    path: str
+    width: int
+    height: int
+    format: str
+    size: int
+    mtime: float
+    taken_at: float | None
+    path_bytes: str | None = Field(None, description=MatchOut.model_fields["path_bytes"].description)
+
+
+class ProgressOut(BaseModel):
+    state: State = Field(
+        description="off: this server only reads (no folders given); starting; indexing (a pass runs: "
+        "`phase`, `done` of `total`); watching (every folder up to date, following changes); failed "
+        "(`error` says why; the server still serves what is indexed); stopped."
+    )
+    folders: list[str] = Field(description="The folders this server indexes and watches.")
+    phase: str | None = Field(description="While indexing: hashing, encoding, loading the model ...")
+    done: int = Field(description="Files of the phase done so far.")
+    total: int = Field(description="Files of the phase (0: a step that does not count files).")
+    failures: int = Field(description="Files skipped since the server started (see `imgsearch status`).")
+    error: str | None = Field(description="Why indexing stopped, when it failed.")
+
+
 class ErrorOut(BaseModel):
     error: str
 
@@ -195,8 +235,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(library: Library, token: str | None = None, max_upload: int = MAX_UPLOAD) -> FastAPI:
-    """The app over `library`; with a `token`, every request must carry it (Bearer header or ?token=)."""
+def create_app(
+    library: Library, token: str | None = None, max_upload: int = MAX_UPLOAD, live: LiveIndex | None = None
+) -> FastAPI:
+    """The app over `library`; with a `token`, every request must carry it (Bearer header or ?token=).
+    `live` is the indexing thread of `imgsearch serve FOLDERS`, whose progress the app shows."""
     app = FastAPI(
         title="imgsearch",
         version=__version__,
@@ -206,11 +249,15 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         redoc_url=None,
         responses=_ERRORS,
     )
-    lock = threading.Lock()
 
     # -- errors as JSON ---------------------------------------------------------------------------------
     @app.exception_handler(ImgsearchError)
     async def library_error(_request: Request, error: ImgsearchError) -> JSONResponse:
+        if isinstance(error, IndexNotFound) and live is not None:  # not "run imgsearch index": it does
+            message = f"nothing is indexed yet: this server is {live.describe()}"
+            if live.progress().state in _BUSY:
+                return _error(503, message + "; ask again in a moment", {"Retry-After": "2"})
+            return _error(503, message)
         return _error(status_for(error), str(error))
 
     @app.exception_handler(StarletteHTTPException)
@@ -228,11 +275,10 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
 
     # -- the API ----------------------------------------------------------------------------------------
     def run(query: WireQuery) -> dict[str, object]:
-        with lock:
-            _one_thread()
-            matches = library.query(
-                query.terms, query.top + query.offset, query.filters, query.min_score, query.sort
-            )
+        _one_thread()
+        matches = library.query(
+            query.terms, query.top + query.offset, query.filters, query.min_score, query.sort
+        )
         return results_to_json(matches[query.offset :])
 
     @app.post(
@@ -315,7 +361,7 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
     ) -> dict[str, object]:
         """Images that look like the indexed image `image_id`, never itself."""
         row, _ = indexed_file(image_id)
-        return run(WireQuery([Term.image(os.fsdecode(row.path))], top=top, offset=offset))
+        return run(WireQuery([Term.image(os.fsdecode(library.local_path(row.path)))], top=top, offset=offset))
 
     @app.get("/api/duplicates", summary="Groups of copies, exact and near")
     def duplicates(
@@ -328,16 +374,46 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
     ) -> dict[str, object]:
         """As `imgsearch duplicates --json` (with --exact, --explain): {"groups": [{kind, score, paths,
         exact, links}]}."""
-        with lock:
-            groups = library.duplicates(under, threshold, exact_only=exact)
+        groups = library.duplicates(under, threshold, exact_only=exact)
         return {"groups": [g.to_dict(links=explain, show=_display) for g in groups]}
 
     @app.get("/api/status", summary="What is indexed, with which model")
     def status() -> dict[str, object]:
         """As `imgsearch status --json`, plus the server's version."""
-        with lock:
-            info = library.status().to_dict()
+        info = library.status().to_dict()
         return {**info, "version": __version__}
+
+    @app.get("/api/progress", response_model=ProgressOut, summary="How far this server's indexing got")
+    def progress() -> dict[str, object]:
+        """What `imgsearch serve FOLDERS` is doing with its folders: indexing them (which phase, how many
+        files of how many), watching them, or why it stopped. `state` is `off` for a server without
+        folders, which only reads the index that `imgsearch index` or `watch` keep."""
+        return live.progress().to_dict() if live is not None else _OFF
+
+    @app.get(
+        "/api/images/{image_id}",
+        response_model=ImageOut,
+        response_model_exclude_unset=True,
+        summary="An indexed image's details",
+    )
+    def image(image_id: int) -> dict[str, object]:
+        """The indexed image `image_id` as the catalog has it (path, pixels, format, bytes, dates), whether
+        or not its file may be served."""
+        row = indexed_row(image_id)
+        path = os.fsdecode(library.local_path(row.path))
+        out: dict[str, object] = {
+            "id": row.id,
+            "path": _display(path),
+            "width": row.width,
+            "height": row.height,
+            "format": row.format,
+            "size": row.size,
+            "mtime": row.mtime_ns / 1e9,
+            "taken_at": row.taken_at,
+        }
+        if out["path"] != path:
+            out["path_bytes"] = os.fsencode(path).hex()
+        return out
 
     @app.get("/api/images/{image_id}/file", response_class=FileResponse, summary="An indexed original")
     def original(image_id: int, download: bool = False) -> FileResponse:
@@ -365,21 +441,24 @@ def create_app(library: Library, token: str | None = None, max_upload: int = MAX
         path = thumbnail(library.home, real, row.content_hash, size)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
-    def indexed_file(image_id: int) -> tuple[ImageRow, str]:
-        """The row of an indexed image and its real path, if it may be served: 404 unknown or gone, 403
-        outside the indexed folders (a symlink out of them), 409 changed since it was indexed."""
+    def indexed_row(image_id: int) -> ImageRow:
+        """The catalog's row of an indexed image (404 for an unknown id)."""
         if not ID_RANGE[0] <= image_id <= ID_RANGE[1]:  # SQLite could not even be asked
             raise HTTPException(404, f"no indexed image with id {image_id}")
-        catalog = Catalog.open(library.db_path)
-        try:
-            row = catalog.rows([image_id]).get(image_id)
-            roots = catalog.roots()
-        finally:
-            catalog.close()
+        row = library.shared_catalog().rows([image_id]).get(image_id)
         if row is None:
             raise HTTPException(404, f"no indexed image with id {image_id}")
-        real = os.path.realpath(row.path)
-        if not any(under(row.path, r) and under(real, os.path.realpath(r)) for r in roots):
+        return row
+
+    def indexed_file(image_id: int) -> tuple[ImageRow, str]:
+        """The row of an indexed image and its real path on this machine, if it may be served: 404 unknown
+        or gone, 403 outside the indexed folders (a symlink out of them), 409 changed since it was indexed.
+        The catalog's paths are the writer's: they are mapped to this machine's first (Library.local_path)."""
+        row = indexed_row(image_id)
+        roots = [library.local_path(r) for r in library.shared_catalog().roots()]
+        local = library.local_path(row.path)
+        real = os.path.realpath(local)
+        if not any(under(local, r) and under(real, os.path.realpath(r)) for r in roots):
             raise HTTPException(403, f"image {image_id} lies outside the indexed folders; it is not served")
         try:
             st = os.stat(real)
@@ -424,6 +503,19 @@ def status_for(error: ImgsearchError) -> int:
     return 500
 
 
+#: GET /api/progress of a server without folders.
+_OFF: dict[str, object] = {
+    "state": "off",
+    "folders": [],
+    "phase": None,
+    "done": 0,
+    "total": 0,
+    "failures": 0,
+    "error": None,
+}
+#: Progress states in which an empty index is one still being made.
+_BUSY = ("starting", "indexing")
+
 _PAGE_HEADERS = {
     # Everything the page uses comes from this server: no CDN, nothing inline, no framing by other sites.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
@@ -434,8 +526,10 @@ _PAGE_HEADERS = {
 
 def _one_thread() -> None:
     """One torch thread for this query. A query encodes a few tokens: a second thread gains little, and when
-    the cores are busy (an index or watch run beside the server) threads that wait for each other make every
-    query several times slower. Set here, in the worker thread, because OpenMP's setting is per thread."""
+    the cores are busy (an index or watch run beside the server, or this server's own indexing thread)
+    threads that wait for each other make every query several times slower. Set here, in the worker thread,
+    because OpenMP's setting is per thread (the indexing thread sets its own: imgsearch.serve.live). The
+    ONNX text export a warm server uses runs on one thread already (imgsearch.model.onnx_text)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)

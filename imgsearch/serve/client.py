@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ImgsearchError, UsageError
 from ..search.match import Match
-from .info import read_info
+from .info import read_info, reader_key
 from .wire import Query, query_to_json
 
 _log = logging.getLogger(__name__)
@@ -29,15 +29,21 @@ _log = logging.getLogger(__name__)
 TIMEOUT_S = 30.0
 
 
-def query_via_server(home: Path, query: Query, model_id: str | None = None) -> list[Match] | None:
+def query_via_server(
+    home: Path, query: Query, model_id: str | None = None, reader: str | None = None
+) -> list[Match] | None:
     """The server's results for `query`, or None when no usable server runs for `home`.
 
     `model_id` is the model the caller asked for (None: the index's own); a server with another model is
-    not used. Usage errors the server reports (a bad filter, a missing image) are raised as they would be
-    in-process; anything else falls back to answering in-process.
+    not used, nor one that reads another catalog or maps paths otherwise (`reader`, see
+    imgsearch.serve.info.reader_key; None: the defaults). Usage errors the server reports (a bad filter, a
+    missing image) are raised as they would be in-process; anything else falls back to answering
+    in-process.
     """
     info = read_info(home)
     if info is None or (model_id is not None and info.get("model") != model_id):
+        return None
+    if info.get("reader", reader_key(None)) != (reader or reader_key(None)):
         return None
     headers = {"Content-Type": "application/json"}
     if info.get("token"):

@@ -8,18 +8,37 @@ stops. A server killed hard leaves the file behind, so a reader trusts it only w
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 INFO_FILE = "server.json"
 
 
-def write_info(home: Path, url: str, token: str | None, model: str | None, version: str) -> Path:
+def reader_key(db: str | None, path_map: Sequence[str] = ()) -> str:
+    """Which catalog a process reads (--db) and how it maps paths (--path-map): a server answers another
+    process's query only when both say the same. A hash of the settings as given, since a URL may hold a
+    password, and cheap: the query's fast path imports no database code."""
+    mapped = list(path_map) or [os.environ.get("IMGSEARCH_PATH_MAP", "")]
+    return hashlib.sha256(json.dumps([db or "", mapped]).encode()).hexdigest()[:16]
+
+
+def write_info(
+    home: Path, url: str, token: str | None, model: str | None, version: str, reader: str | None = None
+) -> Path:
     path = home / INFO_FILE
-    info = {"url": url, "pid": os.getpid(), "token": token, "model": model, "version": version}
+    info = {
+        "url": url,
+        "pid": os.getpid(),
+        "token": token,
+        "model": model,
+        "version": version,
+        "reader": reader or reader_key(None),
+    }
     home.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=home, prefix=".server-", suffix=".json")  # mkstemp: mode 0600
     try:

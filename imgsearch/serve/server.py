@@ -1,14 +1,16 @@
-"""Run the app with uvicorn: bind first (so --port 0 works and the URL is known), announce it in server.json,
-serve until SIGINT/SIGTERM, then remove server.json."""
+"""Run the app with uvicorn: bind first (so --port 0 works and the URL is known), start indexing the folders
+when there are any (imgsearch.serve.live), announce the URL in server.json, serve until SIGINT/SIGTERM,
+then stop the indexing and remove server.json."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import __version__
@@ -32,11 +34,18 @@ def serve(
     port: int = 8765,
     token: str | None = None,
     on_ready: Callable[[str], None] | None = None,
+    folders: Sequence[str | os.PathLike[str]] = (),
+    poll: bool = False,
+    reader: str | None = None,
 ) -> None:
-    """Serve `library` until interrupted; `on_ready(url)` is called once the socket listens."""
+    """Serve `library` until interrupted; `on_ready(url)` is called once the socket listens. With
+    `folders`, this process is also the index's writer: it indexes them and follows their changes (as
+    `imgsearch watch`, `poll` as its --poll) in a thread beside the requests, which are answered meanwhile
+    from whatever is indexed so far. A second signal while the indexing winds down ends the process."""
     import uvicorn
 
     from .app import create_app
+    from .live import LiveIndex
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on sockets that say they are TCP; with
@@ -56,17 +65,27 @@ def serve(
         model = library.status().model
     except ImgsearchError:  # no index yet: the page says so; server.json just has no model
         model = None
-    config = uvicorn.Config(create_app(library, token), log_level="warning", access_log=False)
+    if model is None and folders:  # the model it will index with
+        with contextlib.suppress(ImgsearchError):
+            model = library.model_spec().id
+    live = LiveIndex(library, folders, poll=poll) if folders else None
+    config = uvicorn.Config(create_app(library, token, live=live), log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    write_info(library.home, url, token, model, __version__)
+    write_info(library.home, url, token, model, __version__, reader)  # reader: see info.reader_key
     try:
         with _stop_on_signals(server):
+            if live is not None:
+                live.start()
             if on_ready is not None:
                 on_ready(url)
             server.run(sockets=[sock])
     finally:
-        remove_info(library.home)
-        sock.close()
+        try:
+            if live is not None:
+                live.stop()  # the default handlers are back: a second Ctrl-C does not wait for it
+        finally:
+            remove_info(library.home)
+            sock.close()
 
 
 @contextlib.contextmanager
