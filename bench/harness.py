@@ -48,6 +48,10 @@ class Settings:
     rescan_extras: int = 100_000  # photos; plus a tenth without an extension and a tenth sidecars
     ray: tuple[int, str, int, int, str] = (160, "1024x768", 3, 24, "4000x3000")  # (count, WxH, runs, 12 MP)
     rclip: tuple[int, bool] = (3, False)  # (runs of each tool per row, --quick corpora)
+    #: (library files and rows, insert rows, add_image calls per transaction, cold queries, re-scans) for
+    #: bench/catalog_backends.py. The insert runs at 200,000 rows, not the issue's 1M: at the ~1,000 (SQLite)
+    #: and ~500 rows/s (PostgreSQL) the 2-core machine gave, 1M on both would take ~50 min.
+    catalog: tuple[int, int, int, int, int] = (100_000, 200_000, 64, 5, 3)
 
 
 FULL = Settings(
@@ -72,6 +76,7 @@ SMOKE = Settings(
     rescan_extras=300,
     ray=(8, "320x240", 1, 2, "640x480"),
     rclip=(2, True),
+    catalog=(300, 2000, 64, 1, 1),
 )
 
 
@@ -650,6 +655,147 @@ def rclip_section(s: Settings) -> list[str]:
     return lines
 
 
+def catalog_section(s: Settings) -> list[str]:
+    library, rows, batch, runs, rescans = s.catalog
+    r = run_script(
+        "catalog_backends.py",
+        *("--model", s.model, "--library", str(library), "--insert-rows", str(rows)),
+        *("--batch", str(batch), "--runs", str(runs), "--rescans", str(rescans)),
+    )
+    names = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+    backends = [name for name in names if name in r["rescan"]]
+    server = r.get("server") or {}
+    version = server.get("server_version", "").split(" ")[0]
+    heading = " | ".join(names[b] + (f" {version}" if b == "postgresql" else "") for b in backends)
+    both = len(backends) == 2
+
+    def row(
+        label: str, cell: Callable[[str], str], ratio: Callable[[str], float] | None, goal: str = ""
+    ) -> str:
+        cells = " | ".join(cell(b) for b in backends)
+        versus = f"{ratio('postgresql') / ratio('sqlite'):.2f}" if both and ratio else ""
+        return f"| {label} | {cells} | {versus} | {goal} |"
+
+    def seconds(m: dict) -> str:
+        return f"{m['median_s']:.2f} s ({m['min_s']:.2f} s)"
+
+    rescan, query, insert = r["rescan"], r["query"], r["insert"]
+    at_target = library == 100_000
+    goal = (
+        "≤ 5 s: " + " / ".join(verdict(rescan[b]["median_s"], 5.0) for b in backends)
+        if at_target
+        else "(not 100,000)"
+    )
+    steps = ["imports", "open index", "load text encoder", "encode text", "search", "metadata join"]
+    lines = [
+        "### Catalog on SQLite and on PostgreSQL (issue 13)",
+        "",
+        f"| row | {heading} | PostgreSQL / SQLite | target |",
+        "| --- |" + " --- |" * len(backends) + " --- | --- |",
+        row(
+            f"re-scan of {library:,} unchanged files: `imgsearch index`, new process, median (least) of "
+            f"{r['rescan_runs']}",
+            lambda b: seconds(rescan[b]),
+            lambda b: rescan[b]["median_s"],
+            goal,
+        ),
+        row(
+            f'cold text query at {library:,}: `imgsearch query "a red apple on a table"`, new process, '
+            f"median (least) of {r['runs']}",
+            lambda b: seconds(query[b]),
+            lambda b: query[b]["median_s"],
+        ),
+        row("its peak RSS", lambda b: f"{query[b]['peak_rss_mb']} MB", lambda b: query[b]["peak_rss_mb"]),
+        row(
+            "its steps, ms: " + " / ".join(steps),
+            lambda b: " / ".join(f"{query[b]['breakdown'][k] * 1000:.0f}" for k in steps),
+            lambda b: sum(query[b]["breakdown"][k] for k in steps),
+        ),
+        row(
+            f"first index of {insert['sqlite']['rows']:,} rows: Catalog.write() of {batch} add_image each "
+            "+ VectorIndex.apply, rows/s (s)",
+            lambda b: f"{insert[b]['rows_per_s']:,.0f} ({insert[b]['insert_s']:.0f} s)",
+            lambda b: insert[b]["insert_s"],
+        ),
+        row(
+            "the same, first / last segment of rows, rows/s",
+            lambda b: " / ".join(f"{insert[b]['segments_rows_per_s'][k]:,.0f}" for k in (0, -1)),
+            None,
+        ),
+        row(
+            "the writer's own CPU per row (the server's not counted)",
+            lambda b: f"{insert[b]['client_cpu_ms_per_row']:.2f} ms",
+            lambda b: insert[b]["client_cpu_ms_per_row"],
+        ),
+        row(
+            "then fit (FAISS) + save",
+            lambda b: f"{insert[b]['fit_s']:.1f} + {insert[b]['save_s']:.1f} s ({insert[b]['faiss']})",
+            None,
+        ),
+        row("first index in all", lambda b: f"{insert[b]['total_s']:.0f} s", lambda b: insert[b]["total_s"]),
+        row(
+            "catalog on disk per image (SQLite: file + WAL; PostgreSQL: its tables, with TOAST and indexes)",
+            lambda b: f"{insert[b]['catalog_bytes'] / insert[b]['rows']:,.0f} bytes",
+            lambda b: insert[b]["catalog_bytes"],
+        ),
+        row(
+            "FAISS file per image",
+            lambda b: f"{insert[b]['faiss_bytes'] / insert[b]['rows']:,.0f} bytes",
+            lambda b: insert[b]["faiss_bytes"],
+        ),
+    ]
+    settings = ", ".join(f"{k} {v}" for k, v in server.items() if k != "server_version")
+    before, after = (r[k].split("load average:")[1].strip() for k in ("uptime_before", "uptime_after"))
+    loaded = max(float(x) for x in f"{before}, {after}".split(",")) > 1
+    if not both:
+        lines += ["", "PostgreSQL is not installed on this machine: its column was not measured."]
+    else:
+        pg = insert["postgresql"]["parts"]
+        lite = insert["sqlite"]["parts"]
+        n = insert["postgresql"]["rows"]
+        torch_loaded = any(query[b]["breakdown"]["torch imported"] for b in backends)
+        lines += [
+            "",
+            "`bench/catalog_backends.py` (its docstring has the method). PostgreSQL "
+            f"{server['server_version']}, a throwaway cluster of the run's own on 127.0.0.1 (TCP, "
+            f"scram-sha-256 password), at its defaults: {settings}: every commit waits for its WAL flush, "
+            "real durability costs. SQLite as imgsearch opens it: WAL, synchronous=NORMAL. Same disk for "
+            "both. Each row ran on both backends in the same run, alternating; the insert filled both "
+            "catalogs at once in alternating segments of 20,000 rows. The query processes loaded "
+            + ("**torch**" if torch_loaded else "no torch (the ONNX text export)")
+            + "; on PostgreSQL they import psycopg (inside 'open index'). Load averages (1, 5, 15 min) "
+            f"from `uptime` before the run: {before}; after: {after}"
+            + (
+                " (above 1: other sessions' work shared the cores, so absolute figures are high; the "
+                "side-by-side ratios are what to compare)."
+                if loaded
+                else "."
+            ),
+            "",
+            "1-minute load average as each row started: "
+            + ", ".join(f"{row} {load[0]:.1f}" for row, load in r["load"].items())
+            + ".",
+            "",
+            "Where the bytes are, per image: SQLite file "
+            f"{lite['file'] / n:,.0f}, WAL {lite['wal'] / n:,.0f}; PostgreSQL images heap "
+            f"{pg['images heap'] / n:,.0f}, its TOAST table {pg['images TOAST'] / n:,.0f}, its indexes "
+            f"{pg['images indexes'] / n:,.0f} (the vector column itself: "
+            f"{pg['vector bytes stored (pg_column_size)'] / n:,.0f} bytes stored per row).",
+        ]
+    if insert["sqlite"]["rows"] < 1_000_000:
+        minutes = {b: 1_000_000 / insert[b]["rows_per_s"] / 60 for b in backends}
+        lines += [
+            "",
+            "The issue asks for the insert at 1,000,000 rows; this run inserts "
+            f"{insert['sqlite']['rows']:,}: at the rates measured here 1M would take about "
+            + " + ".join(f"{minutes[b]:.0f} min ({names[b]})" for b in backends)
+            + " of inserting alone (extrapolated linearly; compare the first and last segments' rates)"
+            + (", more than the ~15 minutes this section is given" if sum(minutes.values()) > 15 else "")
+            + ". The rate is what matters.",
+        ]
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "index": index_section,
     "rescan": rescan_section,
@@ -663,6 +809,7 @@ SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "ray": ray_section,
     "rclip": rclip_section,
     "engines": engines_section,
+    "catalog": catalog_section,
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-SECTIONS = ("index", "rescan", "query", "search", "serve", "engines")
+SECTIONS = ("index", "rescan", "query", "search", "serve", "engines", "catalog")
 #: The rclip side-by-side builds the anchor's own venv and ONNX files (minutes, GBs); run by hand:
 #: `python bench/harness.py --smoke --model ViT-B-32 --only rclip --out FILE`.
 LEFT_OUT = ("rclip",)
