@@ -63,7 +63,10 @@ from imgsearch.cli.output import print_matches
 print_matches(matches, False, False, False)
 t.append(time.perf_counter())
 names = ["imports", "open index", "load text encoder", "encode text", "search", "metadata join", "print"]
-print(json.dumps({n: b - a for n, a, b in zip(names, t, t[1:])}), file=sys.stderr)
+out = {n: b - a for n, a, b in zip(names, t, t[1:])}
+out["torch imported"] = "torch" in sys.modules
+out["psycopg imported"] = "psycopg" in sys.modules
+print(json.dumps(out), file=sys.stderr)
 """
 
 
@@ -81,7 +84,8 @@ def breakdown(env: dict[str, str], runs: int) -> dict[str, float]:
             check=True,
         )
         measured.append(json.loads(done.stderr.strip().splitlines()[-1]))
-    return {step: statistics.median(m[step] for m in measured) for step in measured[0]}
+    steps = [step for step, value in measured[0].items() if not isinstance(value, bool)]  # not the flags
+    return {step: statistics.median(m[step] for m in measured) for step in steps}
 
 
 def with_server(env: dict[str, str], runs: int, images: dict[str, Path]) -> dict[str, dict[str, float]]:

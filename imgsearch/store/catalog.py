@@ -259,8 +259,7 @@ class Catalog:
             with self._transaction() as conn:
                 writer = CatalogWriter(conn)
                 yield writer
-                if writer.changes:
-                    writer._bump_vectors_version()
+                writer._finish()
         except OperationalError as e:
             if self.path is None or "locked" in str(e.orig):  # another writer held SQLite past the timeout
                 raise
@@ -476,6 +475,7 @@ class CatalogWriter:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        self._unfailed: set[bytes] = set()  # paths whose failure rows go at the end (one statement)
         self.changes = VectorChanges()
         self.version: int | None = None  # the vectors_version this transaction committed, if it changed any
 
@@ -500,10 +500,10 @@ class CatalogWriter:
 
     def add_image(self, path: bytes, size: int, mtime_ns: int, content_hash: bytes, content: Content) -> int:
         values = _content_values(size, mtime_ns, content_hash, content)
-        result = self.conn.execute(insert(images).values(path=path, **values))
+        result = self.conn.execute(_INSERT_IMAGE, {"path": path, **values})  # one compiled statement
         image_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         self.changes.added[image_id] = content.vector
-        self._clear_failure(path)
+        self._unfailed.add(path)
         return image_id
 
     def replace_image(
@@ -520,7 +520,7 @@ class CatalogWriter:
         self.conn.execute(
             update(images).where(images.c.id == image_id).values(path=new_path, size=size, mtime_ns=mtime_ns)
         )
-        self._clear_failure(new_path)
+        self._unfailed.add(new_path)
 
     def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
         self.conn.execute(update(images).where(images.c.id == image_id).values(size=size, mtime_ns=mtime_ns))
@@ -535,6 +535,7 @@ class CatalogWriter:
             self.changes.added.pop(image_id, None)
 
     def record_failure(self, path: bytes, size: int, mtime_ns: int, reason: str) -> None:
+        self._unfailed.discard(path)
         self._clear_failure(path)
         self.conn.execute(
             insert(failures).values(
@@ -575,6 +576,16 @@ class CatalogWriter:
     def _clear_failure(self, path: bytes) -> None:
         self.conn.execute(delete(failures).where(failures.c.path == path))
 
+    def _finish(self) -> None:
+        """What the transaction deferred: the failure rows of files now indexed, a round trip per 500 (not
+        one per file: on a server each is a network round trip), and the vectors_version."""
+        unfailed = list(self._unfailed)
+        for start in range(0, len(unfailed), 500):
+            self.conn.execute(delete(failures).where(failures.c.path.in_(unfailed[start : start + 500])))
+        self._unfailed.clear()
+        if self.changes:
+            self._bump_vectors_version()
+
     def _set(self, key: str, value: str) -> None:
         self.conn.execute(delete(settings).where(settings.c.key == key))
         self.conn.execute(insert(settings).values(key=key, value=value))
@@ -584,6 +595,8 @@ class CatalogWriter:
         self.version = int(current.scalar() or 0) + 1
         self._set("vectors_version", str(self.version))
 
+
+_INSERT_IMAGE = insert(images)
 
 _ROW_COLUMNS = (
     images.c.id,
