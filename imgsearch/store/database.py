@@ -37,6 +37,7 @@ WRITER_LOCK_KEY = 0x696D6773  # "imgs"
 #: The transaction lock that lets one process at a time migrate a PostgreSQL catalog.
 MIGRATION_LOCK_KEY = 0x696D6D67
 
+_CONNECT_DEFAULTS = {"connect_timeout": 10, "application_name": "imgsearch"}
 _BUSY = "another imgsearch process is writing to {where}; wait for it to finish and run this again"
 
 
@@ -126,7 +127,8 @@ class Database:
             pool_pre_ping=True,
             pool_size=4,
             max_overflow=28,  # a household's concurrent searches in `serve`, each holding one briefly
-            connect_args={"connect_timeout": 10, "application_name": "imgsearch"},
+            # defaults only: what the URL's query string says wins (libpq's own options)
+            connect_args={k: v for k, v in _CONNECT_DEFAULTS.items() if k not in self.url.query},
         )
 
     # -- the write lock -------------------------------------------------------------------------------------
