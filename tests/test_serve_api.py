@@ -505,7 +505,7 @@ def test_serve_writes_server_json_and_removes_it_on_exit(shared, shared_db, tiny
         info_path = isolated_home / INFO_FILE
         info = json.loads(info_path.read_text())
         assert stat.S_IMODE(info_path.stat().st_mode) == 0o600
-        assert set(info) == {"url", "pid", "token", "model", "version"}
+        assert set(info) == {"url", "pid", "token", "model", "version", "reader"}
         assert info["pid"] == server.pid and info["token"] == "t0ken" and info["model"] == tiny_model
         assert info["url"] in line and read_info(isolated_home) == info
         import httpx

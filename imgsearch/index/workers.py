@@ -78,8 +78,15 @@ class DecodePool:
         return self.executor()
 
     def close(self) -> None:
+        """Stop the workers now: nothing they still hold is wanted. They are terminated, not only told to
+        stop: after a run ended by an error mid-batch, the executor's shutdown can leave a worker waiting on
+        its call queue for ever, and Python's exit then waits for that worker (the command never ends)."""
         if self._pool is not None:
+            processes = list(self._pool._processes.values())  # private, but the only handle on them
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                with contextlib.suppress(OSError, ValueError):
+                    process.terminate()
             self._pool = None
 
 
