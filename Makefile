@@ -9,7 +9,7 @@ DEMO   := IMGSEARCH_HOME=.demo-home $(if $(MODEL),IMGSEARCH_MODEL=$(MODEL))
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray,hf]'
 	touch $(STAMP)
 
 install: $(STAMP)
