@@ -11,7 +11,7 @@ from ..model.numerics import DEVICES, PRECISIONS
 
 
 def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--home, --db, --path-map, --model, --device and --precision, read from the environment too."""
+    """--home, --db, --path-map, --model, --lang, --device and --precision, read from the environment too."""
     decorators = [
         click.option(
             "--home",
@@ -42,6 +42,14 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "index's own model, or ViT-B-32:laion2b_s34b_b79k for a new index].",
         ),
         click.option(
+            "--lang",
+            envvar="IMGSEARCH_LANG",
+            metavar="CODE",
+            help="The language of query and label texts, for NLLB-CLIP, whose tokenizer takes it as a code "
+            "such as deu_Latn or jpn_Jpan [env IMGSEARCH_LANG; default: from each text's script, Latin "
+            "script read as eng_Latn]. Other models ignore it.",
+        ),
+        click.option(
             "--device",
             type=click.Choice(DEVICES),
             default="auto",
@@ -67,6 +75,7 @@ def open_library(
     db: str | None,
     path_map: tuple[str, ...],
     model: str | None,
+    lang: str | None,
     device: str,
     precision: str,
     **extra: Any,
@@ -74,7 +83,14 @@ def open_library(
     from ..library import Library
 
     library = Library(
-        home, model=model, device=device, precision=precision, db=db, path_map=path_map or None, **extra
+        home,
+        model=model,
+        device=device,
+        precision=precision,
+        db=db,
+        path_map=path_map or None,
+        lang=lang,
+        **extra,
     )
     library.runtime.one_off = True  # the background exporter lets this process exit before it starts
     return library

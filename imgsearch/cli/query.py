@@ -123,6 +123,7 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
     )
     top, min_score, sort = options.pop("top"), options.pop("min_score"), options.pop("sort")
     preview, use_server = options.pop("preview"), not options.pop("no_server")
+    _hint(terms, options)
     matches = None
     if use_server:  # query vectors are fp32 on every path, so a server gives this process's answer
         matches = _via_server(terms, top, filters, min_score, sort, options)
@@ -133,6 +134,16 @@ def _run(terms: list[Any], options: dict[str, Any]) -> None:
 
         preview = detect()
     print_matches(matches, as_json, paths_only, nul, preview)
+
+
+def _hint(terms: list[Any], options: dict[str, Any]) -> None:
+    """Say on stderr when a text is in a script the index's English-only model cannot read. Only texts
+    outside ASCII cost anything here (opening the catalog for its model)."""
+    texts = [term.value for term in terms if term.kind == "text" and not term.value.isascii()]
+    if texts:
+        hint = open_library(**options).language_hint(texts)
+        if hint:
+            click.echo(f"imgsearch: {hint}", err=True)
 
 
 def _via_server(
@@ -156,7 +167,7 @@ def _via_server(
     home, model = options["home"], options["model"]
     folder = Path(home).expanduser() if home else default_home()
     model_id = parse_model_spec(model).id if model else None
-    reader = reader_key(options["db"], options["path_map"])
+    reader = reader_key(options["db"], options["path_map"], options["lang"])
     return query_via_server(folder, Query(terms, top, filters, min_score, sort), model_id, reader)
 
 

@@ -71,7 +71,9 @@ def serve(
         raise click.UsageError("--token must not be empty")
     if not folders and (poll or workers is not None):
         raise click.UsageError("--poll and --workers are for indexing: give the FOLDERS to index")
-    reader = reader_key(options["db"], options["path_map"])  # what server.json says this server reads
+    reader = reader_key(
+        options["db"], options["path_map"], options["lang"]
+    )  # what server.json says this server reads
     library = open_library(workers=workers, **options)
     try:
         if not folders and not library.has_index():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,8 +23,17 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..errors import ModelIncompatible, ModelUnavailable, UsageError
-from .compat import causal_text_tower, encode_text_prefix, fuse_branches, hub_offline, lean_construction
+from ..errors import MissingPackage, ModelIncompatible, ModelUnavailable, UsageError
+from .compat import (
+    causal_text_tower,
+    encode_text_prefix,
+    fuse_branches,
+    hub_offline,
+    lean_construction,
+    source_language,
+)
+from .families import check_packages, local_config, local_dir_overrides, missing_from, missing_message
+from .languages import nllb_code
 from .numerics import DEVICES, PRECISIONS, QUERY_PRECISION, index_precision
 from .specs import CONFIG_FILE, ModelSpec
 from .tokenizer import trim_padding
@@ -92,6 +101,8 @@ class Encoder:
         with torch.inference_mode():
             self.dim = int(self.embed_texts(["a photo"]).shape[1])
         self.logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+        bias = getattr(model, "logit_bias", None)  # SigLIP's: a sigmoid per label in zero-shot
+        self.logit_bias = float(bias.item()) if bias is not None else None
 
     @property
     def model_id(self) -> str:
@@ -117,21 +128,30 @@ class Encoder:
         and any other failure inside open_clip ModelIncompatible with its real cause."""
         runtime = choose_runtime(device, precision)
         _check_source(spec)
+        overrides = _family_overrides(spec)
         import open_clip
 
         name, pretrained = spec.open_clip_args
 
         def create() -> tuple[Any, Any]:
-            with lean_construction():
-                model = open_clip.create_model(
-                    name, pretrained=pretrained, require_pretrained=True, device="cpu"
-                )
-            return model, open_clip.get_tokenizer(name)
+            try:
+                with lean_construction():
+                    model = open_clip.create_model(
+                        name, pretrained=pretrained, require_pretrained=True, device="cpu", **overrides
+                    )
+                return model, open_clip.get_tokenizer(name)
+            except Exception as e:
+                package = missing_from(e)
+                if package is not None:
+                    raise MissingPackage(missing_message(spec, package, "for its tokenizer")) from e
+                raise
 
         with _quiet_logging():
             try:
                 with hub_offline():  # cached weights load without a network round trip
                     model, tokenizer = create()
+            except MissingPackage:
+                raise
             except Exception as cached_error:
                 if _api_changed(cached_error):
                     raise ModelIncompatible(_incompatible_message(spec, cached_error)) from cached_error
@@ -143,6 +163,8 @@ class Encoder:
                     ) from None
                 try:
                     model, tokenizer = create()  # first use: open_clip downloads and caches the weights
+                except MissingPackage:
+                    raise
                 except Exception as e:
                     if _api_changed(e):
                         raise ModelIncompatible(_incompatible_message(spec, e)) from e
@@ -168,15 +190,32 @@ class Encoder:
         x = pixels.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
         return x.to(self.dtype)
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Texts -> (N, dim) float32 unit vectors, always in fp32 (the query numerics)."""
+    def embed_texts(self, texts: Sequence[str], lang: str | None = None) -> np.ndarray:
+        """Texts -> (N, dim) float32 unit vectors, always in fp32 (the query numerics). `lang`: NLLB's
+        language code (see imgsearch.model.languages), else each text's own; other tokenizers ignore it."""
         import torch
 
         with torch.inference_mode(), self._exact(force=True):
-            tokens = self.tokenizer(texts).to(self.runtime.device)
+            tokens = self.tokenize(texts, lang).to(self.runtime.device)
             if causal_text_tower(self.model):
                 return self._unit(encode_text_prefix(self.model, trim_padding(tokens)))
             return self._unit(self.model.encode_text(tokens))
+
+    def tokenize(self, texts: Sequence[str], lang: str | None = None) -> torch.Tensor:
+        """The token ids the text tower takes; an NLLB tokenizer is set to each text's language code
+        first (texts of one code share a call)."""
+        import torch
+
+        if not hasattr(self.tokenizer, "set_lang_fn"):
+            return self.tokenizer(list(texts))
+        codes = [nllb_code(text, lang) for text in texts]
+        rows: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        for code in dict.fromkeys(codes):
+            chosen = [i for i, c in enumerate(codes) if c == code]
+            source_language(self.tokenizer, code)
+            for i, row in zip(chosen, self.tokenizer([texts[i] for i in chosen]), strict=True):
+                rows[i] = row
+        return torch.stack(rows)
 
     def _exact(self, force: bool = False) -> Any:
         """On CUDA, fp32 work without TF32 (which rounds fp32 matmuls and convolutions to 10-bit
@@ -278,6 +317,20 @@ def _check_source(spec: ModelSpec) -> None:
         raise ModelUnavailable(
             f"model folder {folder} has a config but no weights (open_clip_model.safetensors)"
         )
+
+
+def _family_overrides(spec: ModelSpec) -> dict[str, Any]:
+    """Check the packages the model's family needs (before open_clip fails on an import its own way) and
+    what its local-dir folder must carry; the create_model arguments that load that folder offline."""
+    if spec.kind == "local-dir":
+        cfg = local_config(spec)
+        check_packages(spec, cfg)
+        return local_dir_overrides(spec, cfg)
+    if spec.kind == "name":
+        import open_clip
+
+        check_packages(spec, open_clip.get_model_config(spec.name) or {})
+    return {}
 
 
 def _unavailable_message(spec: ModelSpec, error: Exception | str) -> str:

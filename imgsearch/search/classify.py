@@ -3,7 +3,9 @@
 Each label is embedded through every prompt in `TEMPLATES`; the mean of those unit vectors, normalised
 again, is the label's vector (CLIP's prompt ensemble: steadier than one bare word). An image's
 probabilities are the softmax over labels of cosine(image, label) x scale, where scale is the model's
-learned logit scale (about 100 for CLIP), or 1/temperature when a temperature is given. Images are read
+learned logit scale (about 100 for CLIP), or 1/temperature when a temperature is given. A model trained
+with a sigmoid loss (SigLIP, SigLIP 2) also learned a logit bias: its probabilities are, as it was
+trained, one sigmoid per label, sigmoid(cosine x scale + bias), which need not sum to 1. Images are read
 in batches, so memory stays bounded however large the library.
 """
 
@@ -118,11 +120,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ZeroShot:
-    """A prepared label set: the labels, their unit vectors and the scale applied to cosines."""
+    """A prepared label set: the labels, their unit vectors, the scale applied to cosines and, for a
+    sigmoid-trained model, the bias added to them."""
 
     labels: tuple[str, ...]
     vectors: np.ndarray  # (labels, dim)
     scale: float
+    bias: float | None = None
 
     @classmethod
     def prepare(
@@ -131,16 +135,23 @@ class ZeroShot:
         embed_texts: Callable[[list[str]], np.ndarray],
         logit_scale: float,
         temperature: float | None = None,
+        logit_bias: float | None = None,
     ) -> ZeroShot:
-        """Check the labels and embed them; the scale is the model's `logit_scale`, or 1/temperature."""
+        """Check the labels and embed them; the scale is the model's `logit_scale`, or 1/temperature (a
+        softmax then, whatever the model's `logit_bias`)."""
         names = check_labels(labels)
         check_temperature(temperature)
         scale = logit_scale if temperature is None else 1.0 / temperature
-        return cls(names, label_vectors(embed_texts, names), float(scale))
+        bias = logit_bias if temperature is None else None
+        return cls(names, label_vectors(embed_texts, names), float(scale), bias)
 
     def probabilities(self, image_vectors: np.ndarray) -> np.ndarray:
-        """(images, labels) probabilities for unit image vectors; each row sums to 1."""
-        return softmax((image_vectors @ self.vectors.T) * self.scale)
+        """(images, labels) probabilities for unit image vectors: a softmax over labels (rows sum to 1), or
+        with a bias one sigmoid per label."""
+        logits = (image_vectors @ self.vectors.T).astype(np.float64) * self.scale
+        if self.bias is not None:
+            return 1.0 / (1.0 + np.exp(-(logits + self.bias)))
+        return softmax(logits)
 
     def classify(self, batches: Batches, min_prob: float = 0.0) -> Iterator[Classification]:
         """One Classification per image whose best label has at least `min_prob`."""

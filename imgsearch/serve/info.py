@@ -19,12 +19,16 @@ from typing import Any
 INFO_FILE = "server.json"
 
 
-def reader_key(db: str | None, path_map: Sequence[str] = ()) -> str:
-    """Which catalog a process reads (--db) and how it maps paths (--path-map): a server answers another
-    process's query only when both say the same. A hash of the settings as given, since a URL may hold a
-    password, and cheap: the query's fast path imports no database code."""
+def reader_key(db: str | None, path_map: Sequence[str] = (), lang: str | None = None) -> str:
+    """Which catalog a process reads (--db), how it maps paths (--path-map) and the language it reads
+    texts in (--lang): a server answers another process's query only when all say the same. A hash of the
+    settings as given, since a URL may hold a password, and cheap: the query's fast path imports no
+    database code."""
     mapped = list(path_map) or [os.environ.get("IMGSEARCH_PATH_MAP", "")]
-    return hashlib.sha256(json.dumps([db or "", mapped]).encode()).hexdigest()[:16]
+    settings: list[object] = [db or "", mapped]
+    if lang:
+        settings.append(lang)  # only when set: keys written before --lang stay the same
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def write_info(
