@@ -197,20 +197,40 @@ def test_the_hint_can_be_switched_off(family_root: Path, tmp_path: Path) -> None
     assert out2 == out  # the hint never changes the results
 
 
-def test_a_missing_package_is_named_in_one_line(family_root: Path, tmp_path: Path) -> None:
-    """With transformers not importable, a family that needs it says so and exits 1 (a child process whose
-    import system refuses the package, as on a machine without it)."""
-    folder = _folder(family_root, "ViT-B-16-SigLIP")
+def _sentencepiece_folder(family_root: Path, target: Path) -> Path:
+    """The tiny SigLIP with its tokenizer as a SentencePiece model alone (no tokenizer.json), as older
+    hub repositories have it: transformers needs sentencepiece to read it."""
+    import sentencepiece
+
+    from tests.tiny_families import CORPUS
+
+    shutil.copytree(_folder(family_root, "ViT-B-16-SigLIP"), target)
+    for name in os.listdir(target):
+        if name.startswith(("tokenizer", "special_tokens")):
+            os.remove(target / name)
+    corpus = target.parent / "corpus.txt"
+    corpus.write_text(CORPUS * 3)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(target / "spiece"), vocab_size=150, pad_id=0, eos_id=1,
+        unk_id=2, bos_id=-1, minloglevel=2,
+    )  # fmt: skip
+    os.remove(target / "spiece.vocab")
+    (target / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+    return target
+
+
+@pytest.mark.parametrize("package", ["transformers", "sentencepiece"])
+def test_a_missing_package_is_named_in_one_line(package: str, family_root: Path, tmp_path: Path) -> None:
+    """Without the package, a family that needs it says so and exits 1 (a child process in which the
+    package is absent: `sys.modules[name] = None` is what an uninstalled package looks like to imports
+    and to importlib's find_spec)."""
+    if package == "transformers":
+        folder = _folder(family_root, "ViT-B-16-SigLIP")
+    else:
+        folder = _sentencepiece_folder(family_root, tmp_path / "spm")
     blocker = tmp_path / "blocker"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Refuse:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'transformers':\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Refuse())\n"
-    )
+    (blocker / "sitecustomize.py").write_text(f"import sys\nsys.modules[{package!r}] = None\n")
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(SAMPLE_PHOTOS / PHOTOS[0], photos / PHOTOS[0])
@@ -224,8 +244,10 @@ def test_a_missing_package_is_named_in_one_line(family_root: Path, tmp_path: Pat
     )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "needs the Python package transformers" in lines[0], done.stderr
+    assert len(lines) == 1 and f"needs the Python package {package}" in lines[0], done.stderr
     assert "pip install" in lines[0]
+    if package == "sentencepiece":  # with it installed, the same folder indexes
+        assert _run("index", "--model", f"local-dir:{folder}", photos)[0] == 0
 
 
 def test_a_folder_without_its_tokenizer_or_text_config_says_which_file(
@@ -275,9 +297,12 @@ def test_save_model_fills_a_folder_from_the_hub_cache(family_root: Path, tmp_pat
         hf_tokenizer_name="test/tiny-xlmr-tok", hf_model_name="test/tiny-xlmr-text"
     )
     cache = Path(constants.HF_HUB_CACHE)
-    _cache_repo(cache, "test/tiny-xlmr", {
-        "open_clip_config.json": json.dumps(config), "open_clip_model.safetensors": source / "open_clip_model.safetensors",
-    })  # fmt: skip
+    weights = source / "open_clip_model.safetensors"
+    _cache_repo(
+        cache,
+        "test/tiny-xlmr",
+        {"open_clip_config.json": json.dumps(config), "open_clip_model.safetensors": weights},
+    )
     tokenizer = {n: source / n for n in os.listdir(source) if n.startswith(("tokenizer", "special_tokens"))}
     _cache_repo(cache, "test/tiny-xlmr-tok", tokenizer)
     _cache_repo(cache, "test/tiny-xlmr-text", {"config.json": source / "config.json"})

@@ -53,14 +53,25 @@ def hf_tokenizer(model_cfg: dict[str, Any]) -> bool:
 def check_packages(spec: ModelSpec, model_cfg: dict[str, Any]) -> None:
     """Raise MissingPackage, in one line, when the family needs a package that is not installed."""
     text = text_config(model_cfg)
+    needs = []
     if "hf_model_name" in text:
-        need = ("transformers", f"its text tower is Hugging Face's {text['hf_model_name']}")
+        needs.append(("transformers", f"its text tower is Hugging Face's {text['hf_model_name']}"))
     elif "hf_tokenizer_name" in text:
-        need = ("transformers", "its tokenizer is a Hugging Face tokenizer")
-    else:
-        return
-    if not _installed(need[0]):
-        raise MissingPackage(missing_message(spec, need[0], need[1]))
+        needs.append(("transformers", "its tokenizer is a Hugging Face tokenizer"))
+    if needs and spec.kind == "local-dir" and _sentencepiece_only(spec.name):
+        needs.append(("sentencepiece", "its tokenizer is a SentencePiece model without a tokenizer.json"))
+    for package, why in needs:
+        if not _installed(package):
+            raise MissingPackage(missing_message(spec, package, why))
+
+
+def _sentencepiece_only(folder: str) -> bool:
+    """Whether a folder's tokenizer is a SentencePiece .model file that transformers must convert."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return "tokenizer.json" not in names and any(name.endswith(".model") for name in names)
 
 
 def _installed(package: str) -> bool:
