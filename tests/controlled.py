@@ -34,6 +34,7 @@ class ControlledEncoder:
     dim: int
     texts: dict[str, np.ndarray] = field(default_factory=dict)
     logit_scale: float = 100.0
+    logit_bias: float | None = None
     spec = parse_model_spec(FAKE_MODEL)
     preprocess = Preprocess(8, 8)
     runtime = Runtime("cpu", "fp32", 16)
@@ -43,7 +44,7 @@ class ControlledEncoder:
     def model_id(self) -> str:
         return self.spec.id
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
+    def embed_texts(self, texts: list[str], lang: str | None = None) -> np.ndarray:
         return np.stack([unit(self.texts[t]) for t in texts])
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -51,8 +51,9 @@ def library(tmp_path, isolated_home):
     return controlled_library(isolated_home, tmp_path / "photos", _items(rng), encoder)
 
 
-def _reference(library, labels, scale: float) -> dict[str, np.ndarray]:
-    """Softmax of stored vectors @ (mean of the unit prompt vectors, renormalised) x scale, per path."""
+def _reference(library, labels, scale: float, bias: float | None = None) -> dict[str, np.ndarray]:
+    """Softmax of stored vectors @ (mean of the unit prompt vectors, renormalised) x scale, per path; with
+    a bias, one sigmoid of (that + bias) per label."""
     encoder = library.encoder()
     label_vectors = []
     for label in labels:
@@ -62,6 +63,9 @@ def _reference(library, labels, scale: float) -> dict[str, np.ndarray]:
         _, ids, vectors = catalog.all_vectors(DIM)
         rows = catalog.rows(ids)
     logits = vectors.astype(np.float64) @ np.stack(label_vectors).T.astype(np.float64) * scale
+    if bias is not None:
+        probs = 1 / (1 + np.exp(-(logits + bias)))
+        return {rows[int(i)].path.decode(): p for i, p in zip(ids, probs, strict=True)}
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = exp / exp.sum(axis=1, keepdims=True)
     return {rows[int(i)].path.decode(): p for i, p in zip(ids, probs, strict=True)}
@@ -104,6 +108,24 @@ def test_the_scale_is_the_models_logit_scale_and_temperature_replaces_it(tmp_pat
         np.testing.assert_allclose([r.probs[x] for x in LABELS], expected[r.path], rtol=1e-5, atol=1e-7)
 
 
+def test_a_sigmoid_model_gets_one_sigmoid_per_label_with_its_bias(tmp_path, isolated_home):
+    """SigLIP's recipe: sigmoid(cosine x scale + bias) per label, as trained; a temperature means a softmax."""
+    rng = np.random.default_rng(5)
+    encoder = _encoder(rng, logit_scale=10.0)
+    encoder.logit_bias = -2.5
+    library = controlled_library(isolated_home, tmp_path / "photos", _items(rng), encoder)
+    expected = _reference(library, LABELS, scale=10.0, bias=-2.5)
+    results = library.classify(LABELS)
+    for r in results:
+        probs = [r.probs[x] for x in LABELS]
+        np.testing.assert_allclose(probs, expected[r.path], rtol=1e-5, atol=1e-7)
+        assert r.label == LABELS[int(np.argmax(expected[r.path]))]
+    assert any(abs(sum(r.probs.values()) - 1) > 0.05 for r in results)  # not a softmax
+    softmax = _reference(library, LABELS, scale=1 / 0.1)
+    for r in library.classify(LABELS, temperature=0.1):
+        np.testing.assert_allclose([r.probs[x] for x in LABELS], softmax[r.path], rtol=1e-5, atol=1e-7)
+
+
 def test_lower_temperature_is_sharper_and_higher_is_flatter(library):
     by_t = {t: {r.path: r for r in library.classify(LABELS, temperature=t)} for t in (0.005, 0.01, 0.05)}
     for path in by_t[0.01]:
@@ -134,7 +156,7 @@ def test_images_are_never_encoded_only_the_label_prompts(library):
     pixel_calls, text_calls = [], []
     embed_pixels, embed_texts = encoder.embed_pixels, encoder.embed_texts
     encoder.embed_pixels = lambda pixels: pixel_calls.append(len(pixels)) or embed_pixels(pixels)
-    encoder.embed_texts = lambda texts: text_calls.append(list(texts)) or embed_texts(texts)
+    encoder.embed_texts = lambda texts, lang=None: text_calls.append(list(texts)) or embed_texts(texts)
     library.classify(LABELS)
     assert pixel_calls == []
     assert sorted(t for call in text_calls for t in call) == sorted(
