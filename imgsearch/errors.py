@@ -20,6 +20,10 @@ class ModelIncompatible(ImgsearchError):
     tested with."""
 
 
+class MissingPackage(ImgsearchError):
+    """A model family needs an optional Python package that is not installed; the message names it."""
+
+
 class ModelMismatch(ImgsearchError):
     """An index built with one model was asked to work with another."""
 

@@ -37,9 +37,11 @@ if TYPE_CHECKING:  # the indexer (multiprocessing, Pillow) and the write lock ar
     from .index.events import IndexEvents
     from .index.imports import ImportReport
     from .index.indexer import IndexReport
+    from .index.reindex import ReindexReport
     from .index.writer import Writer
     from .model.encoder import Encoder
     from .search.classify import Classification
+    from .search.evaluate import EvalReport
     from .search.match import Match
     from .store.parquet import ExportReport
     from .store.transfer import CopyReport
@@ -59,7 +61,8 @@ class Library:
     `db` (default $IMGSEARCH_DB) is a PostgreSQL URL (postgresql://USER@HOST/DBNAME) or sqlite:///FILE; None
     means `home`/index.db. `path_map` (default $IMGSEARCH_PATH_MAP) lists STORED=LOCAL folder pairs: where
     this machine mounts the folders the catalog names (see imgsearch.search.mounts); paths given to and
-    returned by the reading calls are this machine's.
+    returned by the reading calls are this machine's. `lang` is an NLLB language code (eng_Latn,
+    jpn_Jpan, ...) for every text embedded; None reads it from each text's script (imgsearch.model.languages).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Library:
         encoder: Encoder | None = None,
         db: str | None = None,
         path_map: Sequence[str] | None = None,
+        lang: str | None = None,
     ):
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.database = Database.parse(db or os.environ.get("IMGSEARCH_DB"), self.home)
@@ -82,7 +86,7 @@ class Library:
         self.device = device
         self.precision = precision
         self.workers = workers
-        self.runtime = ModelRuntime(self.home, device, precision, encoder)
+        self.runtime = ModelRuntime(self.home, device, precision, encoder, lang=lang)
         self.reader = Reader(self.home, self.database, self.runtime, self.requested_model, self.mounts)
         self._writer: Writer | None = None
 
@@ -157,6 +161,18 @@ class Library:
         spec = parse_model_spec(model) if model else None
         return self.writer.import_embeddings(dataset, folders, spec, events)
 
+    def reindex(self, model: str, events: IndexEvents | None = None, ray: str | None = None) -> ReindexReport:
+        """Change the index's model: re-encode every indexed image with `model` into the same catalog, then
+        switch to it in one transaction; queries answer with the old model until then. Interrupted, it
+        resumes when run again with the same model (another model starts over); to the model the index
+        already has, it re-encodes nothing (and calls off an unfinished reindex to another). Images that
+        cannot be re-encoded leave the index (see imgsearch.index.reindex). `ray` as for `index`."""
+        spec = parse_model_spec(model)
+        report = self.writer.reindex(spec, events, ray)
+        if self.requested_model is not None:  # this Library asked for the old model: it goes on with the new
+            self.requested_model = self.reader.requested_model = self.writer.requested_model = spec
+        return report
+
     # -- reading --------------------------------------------------------------------------------------------
     def search(self, text: str, top: int = 10, under: str | os.PathLike[str] | None = None) -> list[Match]:
         """Images that match a description, best first."""
@@ -206,6 +222,20 @@ class Library:
         """Each image's most probable label among `labels` (see imgsearch.search.reader.Reader.classify)."""
         return self.reader.classify(labels, under, temperature, min_prob)
 
+    def evaluate(
+        self,
+        captions: str | os.PathLike[str],
+        models: Sequence[str] = (),
+        labels: Sequence[str] | None = None,
+    ) -> EvalReport:
+        """Measure models on a file pairing photos with captions (and labels): Recall@1/5/10 and median rank
+        both ways, zero-shot accuracy. `models` are model specs, each encoding the photos in memory, or
+        "index" (the default) for the index's own model and vectors; see imgsearch.search.evaluate."""
+        from .search.evaluate import evaluate
+
+        lang = self.runtime.lang
+        return evaluate(captions, self.reader, models, labels, self.device, self.precision, lang)
+
     def ids_with_label(
         self,
         wanted: str | Sequence[str],
@@ -235,6 +265,8 @@ class Library:
         imgsearch.store.transfer."""
         from .store.transfer import copy_catalog
 
+        if self.requested_model is not None:
+            self.model_spec()  # a copy asked for another model than the index's is refused, naming reindex
         return copy_catalog(self.database, Database.parse(to, self.home), self.home)
 
     # -- model ----------------------------------------------------------------------------------------------
@@ -248,6 +280,26 @@ class Library:
             return model_for(catalog.model(), self.requested_model, self.home)[0]
         finally:
             catalog.close()
+
+    def language_hint(self, texts: Sequence[str]) -> str | None:
+        """A one-line hint when a text is in a script the library's English-only model was not trained on
+        (the query still runs, unchanged); None otherwise, or when IMGSEARCH_HINTS=0."""
+        from .model.families import MULTILINGUAL_SUGGESTION, multilingual
+        from .model.languages import script, shown_script
+
+        if os.environ.get("IMGSEARCH_HINTS", "1").lower() in ("0", "no", "off", "false"):
+            return None
+        found = next((s for s in map(script, texts) if s is not None), None)
+        if found is None:
+            return None
+        spec = self.model_spec()
+        if multilingual(spec):
+            return None
+        return (
+            f"hint: {spec.id} was trained on English text, so {shown_script(found)} text matches poorly; a "
+            f"multilingual model reads it (--model {MULTILINGUAL_SUGGESTION} for a new index, or `imgsearch "
+            "reindex --model ...`). IMGSEARCH_HINTS=0 hides this."
+        )
 
     def encoder(self, spec: ModelSpec | None = None) -> Encoder:
         """The loaded index encoder (default: `model_spec()`), loaded once and kept."""

@@ -43,7 +43,9 @@ def main() -> None:
       imgsearch similar ~/Photos/cat.jpg       find pictures that look like this one
       imgsearch classify ~/Photos --labels cat dog car   label every picture (zero-shot)
       imgsearch duplicates ~/Photos            groups of copies, exact and near
+      imgsearch eval captions.csv              how well the model finds your photos (Recall@K)
       imgsearch status                         what is indexed, and where
+      imgsearch reindex --model NAME:TAG       move the index to another model (queries go on)
       imgsearch watch ~/Photos                 keep the index live as photos arrive, move, disappear
       imgsearch serve                          search in a web page (and a JSON API) at localhost:8765
       imgsearch export vectors/                every vector and its metadata as Parquet (import reads it back)
@@ -77,9 +79,37 @@ def run() -> None:
 
 
 def _register() -> None:
-    from . import classify, db, duplicates, exchange, index, models, query, serve, status, watch
+    from . import (
+        classify,
+        db,
+        duplicates,
+        evaluate,
+        exchange,
+        index,
+        models,
+        query,
+        reindex,
+        save_model,
+        serve,
+        status,
+        watch,
+    )
 
-    for module in (index, query, status, models, classify, duplicates, watch, serve, exchange, db):
+    for module in (
+        index,
+        reindex,
+        query,
+        status,
+        models,
+        classify,
+        duplicates,
+        evaluate,
+        watch,
+        serve,
+        exchange,
+        db,
+        save_model,
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -48,6 +48,12 @@ def status(as_json: bool, failures: bool, **options: Any) -> None:
         click.echo(f"numerics  image vectors {made}; queries {QUERY_PRECISION}")
     note = f" ({info.failures} could not be read: `imgsearch status --failures`)" if info.failures else ""
     click.echo(f"images    {info.images:,}{note}")
+    if info.reindex_model:
+        click.echo(
+            f"reindex   to {info.reindex_model}: {info.reindex_staged:,} of {info.images:,} images "
+            f"re-encoded; queries use {info.model} until it is done (`imgsearch reindex --model "
+            f"{info.reindex_model}` resumes it if it was interrupted)"
+        )
     if info.search_index:
         click.echo(f"search    {info.search_index}")
     for i, root in enumerate(info.roots):

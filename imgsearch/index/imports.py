@@ -93,7 +93,8 @@ def check_fits(dataset: Dataset, model_id: str, recorded: tuple[str, int] | None
         raise ModelMismatch(
             f"{dataset.location} holds {dataset.dim}-d vectors of model {model_id}, but the index at {home} "
             f"holds {recorded[1]}-d vectors of model {recorded[0]}: one model per index; import into "
-            "another index with --home DIR"
+            f"another index with --home DIR, or move this one to {model_id} first with "
+            f"`imgsearch reindex --model {model_id}` and then import"
         )
 
 

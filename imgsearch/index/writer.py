@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
+from ..errors import ImgsearchError, UsageError
 from ..model.cache import remove_old_exports
 from ..model.runtime import ModelRuntime
 from ..model.specs import ModelSpec, model_for
@@ -28,6 +28,7 @@ from .workers import DecodePool
 
 if TYPE_CHECKING:
     from .imports import ImportReport
+    from .reindex import ReindexReport
 
 _log = logging.getLogger("imgsearch")
 
@@ -138,15 +139,7 @@ class Writer:
         for root in roots:
             if not os.path.isdir(root):
                 raise UsageError(f"not a folder: {os.fsdecode(root)}")
-        catalog = Catalog.open(self.database, create=True)
-        try:
-            lock = catalog.write_lock()
-        except BaseException:
-            catalog.close()
-            raise
-        try:
-            remove_stale_temp_files(catalog.local_folder(self.home))
-            remove_old_exports(self.home)
+        with self._locked(create=True) as catalog:
             spec = model_for(catalog.model(), self.requested_model, self.home)[0]
             if not roots:
                 roots = catalog.roots()
@@ -155,9 +148,53 @@ class Writer:
                         f"nothing indexed yet: give a folder, e.g. `imgsearch {command} ~/Photos`"
                     )
             yield catalog, spec, roots
+
+    @contextmanager
+    def _locked(self, create: bool) -> Iterator[Catalog]:
+        """The open catalog under its write lock, with what killed writers left behind cleaned up."""
+        catalog = Catalog.open(self.database, create=create)
+        try:
+            lock = catalog.write_lock()
+        except BaseException:
+            catalog.close()
+            raise
+        try:
+            remove_stale_temp_files(catalog.local_folder(self.home))
+            remove_old_exports(self.home)
+            yield catalog
         finally:
             lock.release()
             catalog.close()
+
+    def reindex(
+        self, spec: ModelSpec, events: IndexEvents | None = None, ray: str | None = None
+    ) -> ReindexReport:
+        """Re-encode every indexed image with the model `spec` and switch the index to it (see
+        imgsearch.index.reindex), holding the write lock all along; queries meanwhile answer with the old
+        model. Then this machine's FAISS file is built for the new vectors, and, where torch was loaded for
+        it, the new model's ONNX exports are asked for, as after an index run (the old model's stay in the
+        per-user cache, which other indexes may share). `ray` embeds on a Ray cluster, as for `index`."""
+        from .reindex import Reindexer
+
+        with self._locked(create=False) as catalog:
+            pipeline = self._pipeline(spec, ray, catalog.roots())
+            report = Reindexer(catalog, spec, pipeline, events).run()
+            if report.switched:
+                self._rebuild_vectors(catalog, report.dim)
+        if report.switched and self.runtime.holds_torch(spec):
+            self.runtime.offer_exports(spec)
+        return report
+
+    def _rebuild_vectors(self, catalog: Catalog, dim: int) -> None:
+        """This machine's FAISS file for a whole new set of vectors (saving it removes the older ones); where
+        it cannot be saved, the first query rebuilds it."""
+        local = catalog.local_folder(self.home)
+        vectors = VectorIndex.load_or_rebuild(catalog, local, dim, save=False)
+        vectors.fit()
+        try:
+            vectors.save(local)
+        except ImgsearchError as e:
+            _log.warning("the search index was not saved (%s); queries rebuild it", e)
 
     def _update(
         self,

@@ -70,14 +70,18 @@ def model_for(
     recorded: tuple[str, int] | None, requested: ModelSpec | None, home: object
 ) -> tuple[ModelSpec, int | None]:
     """The model an index uses and its vector size: the one `recorded` with it (a different request is
-    refused: one model per index), else the request, else the default (size None: nothing stored yet)."""
+    refused, naming the ways on: one model per index), else the request, else the default (size None:
+    nothing stored yet). Every path that writes vectors (index, watch, --ray, import) and every query asks
+    this, so none mixes two models' vectors."""
     if recorded is None:
         return requested or parse_model_spec(DEFAULT_MODEL), None
     model_id, dim = recorded
     if requested is not None and requested.id != model_id:
         raise ModelMismatch(
-            f"the index at {home} was built with model {model_id} ({dim}-d vectors), "
-            f"not {requested.id}. Leave out --model (and IMGSEARCH_MODEL) to use {model_id}, "
-            "or keep a separate index for the other model with --home DIR."
+            f"the index at {home} was built with model {model_id} ({dim}-d vectors), not {requested.id}: "
+            f"one model per index. To move it to {requested.id}, re-encode every image with "
+            f"`imgsearch reindex --model {requested.id}` (queries answer with {model_id} until it is done); "
+            f"to go on with {model_id}, leave out --model (and IMGSEARCH_MODEL); or keep a separate index "
+            "for the other model with --home DIR."
         )
     return parse_model_spec(model_id), dim

@@ -1,19 +1,24 @@
 """The reading side of a Library: queries, status, zero-shot labels and duplicates, each over a fresh
-snapshot of the catalog and the FAISS index derived from it. A reader never takes the writer's lock."""
+snapshot of the catalog and the FAISS index derived from it. A reader never takes the writer's lock.
+
+A read takes the model and the vectors in more than one snapshot; a reindex that switches the model between
+them (imgsearch.index.reindex) is noticed when the read ends, and the read is done again, so an answer never
+mixes two models' vectors.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from ..errors import DecodeError, IndexNotFound, UsageError
+from ..errors import DecodeError, ImgsearchError, IndexNotFound, ModelMismatch, UsageError
 from ..formats import decoders
 from ..home import cache_home
 from ..index.scan import absolute
@@ -32,6 +37,10 @@ from .query import Filters, Term, combine
 if TYPE_CHECKING:
     from ..model.preprocess import Preprocess
     from ..store.parquet import ExportReport
+
+_T = TypeVar("_T")
+#: How many times a read is made when each meets the switch of a reindex (see _Switched).
+_SWITCH_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class Status:
     cache: str  # that cache, shared by every index folder of this user
     formats: dict[str, int]  # indexed files per stored format name (JPEG, CR2 ...)
     decoders: dict[str, str]  # what reads the files here, with versions (see imgsearch.formats)
+    reindex_model: str | None = None  # the model of a reindex under way or interrupted (imgsearch reindex)
+    reindex_staged: int = 0  # images that have their vector of that model already
 
     def to_dict(self) -> dict[str, object]:
         out = dict(self.__dict__)
@@ -107,6 +118,15 @@ class Reader:
             raise UsageError("a query needs a text or an image")
         if sort not in ("score", "date"):
             raise UsageError(f"sort by 'score' or 'date', not {sort!r}")
+        matches = _again_on_switch(lambda: self._query(terms, top, filters, min_score, sort))
+        if not self.mounts:
+            return matches
+        shown = self.mounts.shown
+        return [replace(m, path=shown(m.path), siblings=tuple(map(shown, m.siblings))) for m in matches]
+
+    def _query(
+        self, terms: Sequence[Term], top: int, filters: Filters | None, min_score: float | None, sort: str
+    ) -> list[Match]:
         with self.reading() as (catalog, vectors, spec):
             texts = [t.value for t in terms if t.kind == "text"]
             text_vectors = iter(self.runtime.embed_texts(spec, texts) if texts else [])
@@ -129,11 +149,7 @@ class Reader:
                     catalog, vectors, spec, filters.labels, filters.label_set, filters.under
                 )
                 allowed = labelled if allowed is None else np.intersect1d(allowed, labelled)
-            matches = nearest(catalog, vectors, query, top, allowed, exclude, min_score, sort)
-        if not self.mounts:
-            return matches
-        shown = self.mounts.shown
-        return [replace(m, path=shown(m.path), siblings=tuple(map(shown, m.siblings))) for m in matches]
+            return nearest(catalog, vectors, query, top, allowed, exclude, min_score, sort)
 
     def _image_vector(self, catalog: Catalog, spec: ModelSpec, image: str) -> tuple[np.ndarray, int | None]:
         """An image's unit vector (stored, reused from a copy, or encoded now) and its id if it is indexed."""
@@ -168,6 +184,7 @@ class Reader:
         try:
             model = catalog.model()
             version = catalog.vectors_version()
+            pending = catalog.pending_reindex()
             here = self.mounts.to_local
             roots = [
                 RootStatus(os.fsdecode(here(root)), n, bad, os.path.isdir(here(root)))
@@ -195,6 +212,8 @@ class Reader:
                 cache=str(cache_home()),
                 formats=catalog.counts_by_format(),
                 decoders=decoders(),
+                reindex_model=pending.model if pending else None,
+                reindex_staged=pending.staged if pending else 0,
             )
         finally:
             catalog.close()
@@ -231,13 +250,17 @@ class Reader:
         in path order. Only the label texts are encoded; images use their stored vectors. Images whose best
         label has less than `min_prob` are left out; `temperature` replaces the model's logit scale by 1/T."""
         check_arguments(labels, temperature, min_prob)
-        with self.reading() as (catalog, vectors, spec):
-            embed = partial(self.runtime.embed_texts, spec)
-            scale = self.runtime.logit_scale(spec)
-            zero_shot = ZeroShot.prepare(labels, embed, scale, temperature)
-            batches = catalog.vector_batches(vectors.dim, self._stored_folder(under))
-            shown = self.mounts.shown
-            return [replace(c, path=shown(c.path)) for c in zero_shot.classify(batches, min_prob)]
+
+        def classify() -> list[Classification]:
+            with self.reading() as (catalog, vectors, spec):
+                embed = partial(self.runtime.embed_texts, spec)
+                scale, bias = self.runtime.logits(spec)
+                zero_shot = ZeroShot.prepare(labels, embed, scale, temperature, bias)
+                batches = catalog.vector_batches(vectors.dim, self._stored_folder(under))
+                return list(zero_shot.classify(batches, min_prob))
+
+        shown = self.mounts.shown
+        return [replace(c, path=shown(c.path)) for c in _again_on_switch(classify)]
 
     def ids_with_label(
         self,
@@ -252,8 +275,12 @@ class Reader:
         label, in the form FAISS takes. The temperature matters only with `min_prob` (it never changes which
         label is most probable)."""
         wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-        with self.reading() as (catalog, vectors, spec):
-            return self._label_ids(catalog, vectors, spec, wanted, labels, under, temperature, min_prob)
+
+        def label_ids() -> np.ndarray:
+            with self.reading() as (catalog, vectors, spec):
+                return self._label_ids(catalog, vectors, spec, wanted, labels, under, temperature, min_prob)
+
+        return _again_on_switch(label_ids)
 
     def _label_ids(
         self,
@@ -271,8 +298,8 @@ class Reader:
             raise UsageError("a label filter needs other labels to compare with, e.g. --labels dog car")
         check_arguments(label_set, temperature, min_prob)
         embed = partial(self.runtime.embed_texts, spec)
-        scale = self.runtime.logit_scale(spec)
-        zero_shot = ZeroShot.prepare(label_set, embed, scale, temperature)
+        scale, bias = self.runtime.logits(spec)
+        zero_shot = ZeroShot.prepare(label_set, embed, scale, temperature, bias)
         batches = catalog.vector_batches(vectors.dim, self._stored_folder(under))
         return zero_shot.ids_with(batches, wanted, min_prob)
 
@@ -287,8 +314,12 @@ class Reader:
         ("near"), largest first (see imgsearch.search.duplicates). Stored vectors and content hashes only: the
         model is never loaded."""
         check_threshold(threshold)  # before opening the index: a bad argument is the first thing to hear
-        with self.reading() as (catalog, vectors, _spec):
-            groups = find_duplicates(catalog, vectors, threshold, self._stored_folder(under), exact_only)
+
+        def duplicates() -> list[DuplicateGroup]:
+            with self.reading() as (catalog, vectors, _spec):
+                return find_duplicates(catalog, vectors, threshold, self._stored_folder(under), exact_only)
+
+        groups = _again_on_switch(duplicates)
         return [group.shown(self.mounts.shown) for group in groups] if self.mounts else groups
 
     def _stored_folder(self, under: str | os.PathLike[str] | None) -> bytes | None:
@@ -333,25 +364,61 @@ class Reader:
         return _Reading(self)
 
 
+class _Switched(ModelMismatch):
+    """The index's model changed while one read was under way (a reindex finished): it is done again."""
+
+
+def _again_on_switch(read: Callable[[], _T]) -> _T:
+    """`read()`, made again when it met a reindex's switch (a switch is rare: a third is not expected)."""
+    tries = 1
+    while True:
+        try:
+            return read()
+        except _Switched:
+            if tries >= _SWITCH_TRIES:
+                raise
+            tries += 1
+
+
 class _Reading:
-    """Open the catalog and its vectors for one query; close them after."""
+    """Open the catalog and its vectors for one query; close them after. When the model is not the one it
+    began with by the end (a reindex switched meanwhile), whatever was read may mix the two: _Switched."""
 
     def __init__(self, reader: Reader):
         self.reader = reader
         self.catalog: Catalog | None = None
+        self.recorded: tuple[str, int] | None = None
 
     def __enter__(self) -> tuple[Catalog, VectorIndex, ModelSpec]:
         lib = self.reader
         self.catalog = lib.kept_catalog() if lib.runtime.warm else Catalog.open(lib.database)
-        spec, dim = model_for(self.catalog.model(), lib.requested_model, lib.home)
-        if dim is None:
-            where = lib.database.where()
-            raise IndexNotFound(f"{where} has no images yet: run `imgsearch index FOLDER`")
-        return self.catalog, lib.current_vectors(self.catalog, dim), spec
+        try:
+            self.recorded = self.catalog.model()
+            spec, dim = model_for(self.recorded, lib.requested_model, lib.home)
+            if dim is None:
+                where = lib.database.where()
+                raise IndexNotFound(f"{where} has no images yet: run `imgsearch index FOLDER`")
+            return self.catalog, lib.current_vectors(self.catalog, dim), spec
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)  # _Switched instead, if the model changed meanwhile
+            raise
 
-    def __exit__(self, *exc: object) -> None:
-        if self.catalog is not None and self.catalog is not self.reader._kept:
-            self.catalog.close()
+    def __exit__(self, kind: type[BaseException] | None, error: object, _tb: object) -> None:
+        catalog = self.catalog
+        try:
+            # a library error other than a mismatch means what it says; anything else may be the switch's
+            suspect = kind is None or not issubclass(kind, ImgsearchError) or issubclass(kind, ModelMismatch)
+            if catalog is not None and self.recorded is not None and suspect:
+                now = catalog.model()
+                if now != self.recorded:
+                    raise _Switched(
+                        f"{self.reader.database.where()} switched from model {self.recorded[0]} to "
+                        f"{now[0] if now else None} while this was read (a reindex finished): run it again"
+                    )
+        finally:
+            self.catalog = None
+            if catalog is not None and catalog is not self.reader._kept:
+                catalog.close()
 
 
 def _check_top(top: int) -> None:

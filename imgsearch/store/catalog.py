@@ -5,6 +5,9 @@ This is the one module that knows SQL; the indexer and the search code never see
 Writes go through `Catalog.write()`, one transaction each, which also keeps `vectors_version` (the stamp the
 FAISS file is checked against) and the list of vector changes to apply. Reads are one snapshot each (WAL on
 SQLite, a repeatable-read transaction on PostgreSQL), so a reader never sees half a batch.
+
+A reindex (imgsearch.index.reindex) stages the new model's vectors in pending_vectors, which no query
+reads, and moves them into the images in one write (`finish_reindex`), with the model and vectors_version.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
     inspect,
@@ -39,17 +43,27 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ..errors import ImgsearchError, IndexNotFound, IndexReadOnly, IndexWriteError, SchemaTooNew
+from ..errors import (
+    ImgsearchError,
+    IndexNotFound,
+    IndexReadOnly,
+    IndexWriteError,
+    ModelMismatch,
+    SchemaTooNew,
+)
 from .database import DB_FILE, Database, WriteLock, take_migration_lock
-from .schema import failures, images, roots, settings
+from .schema import failures, images, pending_vectors, roots, settings
 
 __all__ = ["DB_FILE", "Catalog", "Database"]
 
 #: The newest migration in migrations/versions; a test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _BUSY_TIMEOUT_MS = 30_000
 #: The folder of a home that holds what is derived from a catalog kept elsewhere, one folder per library.
 LIBRARIES = "libraries"
+#: The settings of a pending reindex (imgsearch.index.reindex): its model, vector size and numerics. They
+#: belong with the staged vectors, so a copy to another database (which leaves those out) leaves them out too.
+REINDEX_KEYS = ("reindex_model", "reindex_dim", "reindex_numerics")
 
 
 def migrations_dir() -> Path:
@@ -88,6 +102,17 @@ class Content:
     format: str
     taken_at: float | None
     vector: bytes
+
+
+@dataclass(frozen=True)
+class PendingReindex:
+    """A reindex under way or interrupted: the model it re-encodes to, and how many images have a staged
+    vector of it that still describes their bytes (of `images` in all)."""
+
+    model: str
+    dim: int
+    staged: int
+    images: int
 
 
 @dataclass
@@ -177,7 +202,7 @@ class Catalog:
         with self._read() as conn:
             sizes = [
                 conn.exec_driver_sql(f"SELECT pg_total_relation_size('{t.name}')").scalar_one()
-                for t in (settings, roots, images, failures)
+                for t in (settings, roots, images, failures, pending_vectors)
             ]
         return int(sum(sizes))
 
@@ -330,8 +355,10 @@ class Catalog:
         return found
 
     def all_vectors(self, dim: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """(vectors_version, ids, vectors) read in one snapshot, to rebuild the FAISS index."""
+        """(vectors_version, ids, vectors) read in one snapshot, to rebuild the FAISS index; ModelMismatch
+        when they are no longer `dim`-d (a reindex switched the model since the caller read it)."""
         with self._read() as conn:
+            self._check_dim(conn, dim)
             version = conn.execute(select(settings.c.value).where(settings.c.key == "vectors_version"))
             stamp = int(version.scalar() or 0)
             rows = conn.execute(select(images.c.id, images.c.vector).order_by(images.c.id)).all()
@@ -348,10 +375,44 @@ class Catalog:
         if under is not None:
             query = query.where(_under(images.c.path, under))
         with self._read() as conn:
+            self._check_dim(conn, dim)
             for rows in conn.execute(query).partitions(batch):
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
                 yield ids, [r[1] for r in rows], vectors
+
+    def _check_dim(self, conn: Connection, dim: int) -> None:
+        """Within a read: refuse to take the vectors as `dim`-d when the snapshot says they are not (a
+        reindex finished between the caller's reading the model and this read)."""
+        values = _settings_of(conn, _MODEL)
+        if "dim" in values and int(values["dim"]) != dim:
+            raise ModelMismatch(
+                f"{self.database.where()} switched to model {values.get('model')} ({values['dim']}-d "
+                "vectors) while this read it (a reindex finished): run this again"
+            )
+
+    # -- a reindex (imgsearch.index.reindex) ----------------------------------------------------------------
+    def pending_reindex(self) -> PendingReindex | None:
+        """The reindex that is under way or was interrupted, if any, from one snapshot."""
+        with self._read() as conn:
+            values = _settings_of(conn, REINDEX_KEYS)
+            if "reindex_model" not in values:
+                return None
+            staged = conn.execute(
+                select(func.count()).select_from(images).where(_staged_for_current_bytes())
+            ).scalar_one()
+            total = conn.execute(select(func.count()).select_from(images)).scalar_one()
+        return PendingReindex(values["reindex_model"], int(values["reindex_dim"]), int(staged), int(total))
+
+    def reindex_todo(self, model_id: str) -> list[tuple[int, bytes, bytes]]:
+        """(id, path, content hash) of every image, in path order, that has no staged vector of `model_id`
+        for its current bytes: all of them unless a reindex to that model was interrupted."""
+        query = select(images.c.id, images.c.path, images.c.content_hash).order_by(images.c.path)
+        with self._read() as conn:
+            pending = conn.execute(select(settings.c.value).where(settings.c.key == "reindex_model"))
+            if pending.scalar() == model_id:
+                query = query.where(~_staged_for_current_bytes())
+            return [(int(r.id), bytes(r.path), bytes(r.content_hash)) for r in conn.execute(query)]
 
     def count(self) -> int:
         with self._read() as conn:
@@ -440,7 +501,8 @@ class Catalog:
 
     def table_rows(self, chunk: int = 2000) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """Every row of every table, `chunk` at a time, from one snapshot (streamed from a server): settings,
-        roots, failures, then images in id order. What moving a catalog to another database copies."""
+        roots, failures, then images in id order. What moving a catalog to another database copies (a pending
+        reindex's staged vectors are not among them: see imgsearch.store.transfer)."""
         with self._read() as conn:
             for table in (settings, roots, failures, images):
                 query = select(table).order_by(*table.primary_key.columns)
@@ -548,8 +610,8 @@ class CatalogWriter:
         catalog's own, except its library id and schema."""
         table = {t.name: t for t in (settings, roots, failures, images)}[table_name]
         if table is settings:
-            for row in rows:
-                if row["key"] != "library_id":
+            for row in rows:  # a pending reindex stays behind, with its staged vectors (see transfer)
+                if row["key"] != "library_id" and row["key"] not in REINDEX_KEYS:
                     self._set(row["key"], row["value"])
             return
         if rows:
@@ -557,7 +619,7 @@ class CatalogWriter:
 
     def clear(self) -> None:
         """Remove the whole library from this catalog (a failed copy), keeping its schema and library id."""
-        for table in (images, failures, roots):
+        for table in (pending_vectors, images, failures, roots):
             self.conn.execute(delete(table))
         self.conn.execute(delete(settings).where(settings.c.key != "library_id"))
 
@@ -568,6 +630,70 @@ class CatalogWriter:
                 "SELECT setval(pg_get_serial_sequence('images', 'id'), COALESCE(MAX(id), 0) + 1, false) "
                 "FROM images"
             )
+
+    # -- a reindex (imgsearch.index.reindex) ----------------------------------------------------------------
+    def begin_reindex(self, model_id: str, dim: int) -> bool:
+        """Stage vectors of `model_id` from now on; an unfinished reindex to another model (or size) is
+        dropped. Whether one to this model is resumed (its staged vectors kept)."""
+        values = self._reindex_settings()
+        if values.get("reindex_model") == model_id and values.get("reindex_dim") == str(dim):
+            return True
+        self.cancel_reindex()
+        self._set("reindex_model", model_id)
+        self._set("reindex_dim", str(dim))
+        return False
+
+    def stage_vectors(self, staged: Iterable[tuple[int, bytes, bytes]], precisions: Iterable[str]) -> None:
+        """(image id, content hash the vector was made from, vector) of the reindex's model, made in
+        `precisions`, beside the live vectors: nothing a query reads changes."""
+        rows = [{"image_id": i, "content_hash": h, "vector": v} for i, h, v in staged]
+        ids = [row["image_id"] for row in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.conn.execute(delete(pending_vectors).where(pending_vectors.c.image_id.in_(chunk)))
+        if rows:
+            self.conn.execute(insert(pending_vectors), rows)
+        known = set(filter(None, self._reindex_settings().get("reindex_numerics", "").split("+")))
+        if not known.issuperset(precisions):
+            self._set("reindex_numerics", "+".join(sorted(known.union(precisions))))
+
+    def cancel_reindex(self) -> None:
+        """Drop a pending reindex: its staged vectors and settings."""
+        self.conn.execute(delete(pending_vectors))
+        self.conn.execute(delete(settings).where(settings.c.key.in_(REINDEX_KEYS)))
+
+    def finish_reindex(self) -> tuple[int, list[tuple[int, bytes]]]:
+        """Switch the index to the pending reindex's model, in this transaction: every image whose staged
+        vector describes its current bytes takes it, every other image leaves the index (it has no vector
+        of the new model; one model per index), the model, size and numerics become the reindex's, and
+        vectors_version moves on, so every machine's FAISS file is rebuilt. Call it last in the transaction.
+        Returns (vector size, (id, path) of the images that left)."""
+        values = self._reindex_settings()
+        model_id, dim = values["reindex_model"], int(values["reindex_dim"])
+        staged = (
+            select(pending_vectors.c.vector)
+            .where(
+                pending_vectors.c.image_id == images.c.id,
+                pending_vectors.c.content_hash == images.c.content_hash,
+            )
+            .scalar_subquery()
+        )
+        self.conn.execute(update(images).where(_staged_for_current_bytes()).values(vector=staged))
+        unstaged = select(images.c.id, images.c.path).where(~_staged_for_current_bytes())
+        left = [(int(r.id), bytes(r.path)) for r in self.conn.execute(unstaged)]
+        self.remove_images(image_id for image_id, _ in left)
+        self.cancel_reindex()
+        self.set_model(model_id, dim)
+        if values.get("reindex_numerics"):
+            self._set("numerics", values["reindex_numerics"])
+        else:
+            self.conn.execute(delete(settings).where(settings.c.key == "numerics"))
+        self.changes = VectorChanges()  # every vector changed: the FAISS index is built anew, not followed
+        self._bump_vectors_version()
+        return dim, left
+
+    def _reindex_settings(self) -> dict[str, str]:
+        return _settings_of(self.conn, REINDEX_KEYS)
 
     def forget_failures(self, paths: Iterable[bytes]) -> None:
         for path in paths:
@@ -609,6 +735,23 @@ _ROW_COLUMNS = (
     images.c.format,
     images.c.taken_at,
 )
+
+
+_MODEL = ("model", "dim")
+
+
+def _settings_of(conn: Connection, keys: Iterable[str]) -> dict[str, str]:
+    query = select(settings.c.key, settings.c.value).where(settings.c.key.in_(list(keys)))
+    return {k: v for k, v in conn.execute(query)}
+
+
+def _staged_for_current_bytes() -> Any:
+    """For a query over images: the image has a staged vector made from the bytes it holds now."""
+    return (
+        exists()
+        .where(pending_vectors.c.image_id == images.c.id)
+        .where(pending_vectors.c.content_hash == images.c.content_hash)
+    )
 
 
 def _content_values(size: int, mtime_ns: int, content_hash: bytes, content: Content) -> dict[str, Any]:

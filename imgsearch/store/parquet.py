@@ -119,6 +119,7 @@ def write_export(catalog: Catalog, out: Path, version: str) -> ExportReport:
     check_export_target(out)
     for _ in range(_EXPORT_RETRIES):
         before = catalog.vectors_version()
+        recorded = catalog.model() or recorded  # read again: a reindex may have switched the model since
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         try:
             rows, files = _write_parts(catalog, staging, recorded, version)

@@ -8,7 +8,7 @@ from .database import BIG_INTEGER, BYTES
 
 metadata = MetaData()
 
-#: Key-value facts about the index: model id, vector size, vectors_version, library_id.
+#: Key-value facts about the index: model id, vector size, vectors_version, library_id, a pending reindex.
 settings = Table(
     "settings",
     metadata,
@@ -50,4 +50,14 @@ failures = Table(
     Column("mtime_ns", BIG_INTEGER, nullable=False),
     Column("reason", Text, nullable=False),
     Column("failed_at", Float, nullable=False),
+)
+
+#: The new model's vectors while `imgsearch reindex` runs (imgsearch.index.reindex), apart from the live ones
+#: until the switch; each made from the bytes `content_hash` names. Its model: settings reindex_model/_dim.
+pending_vectors = Table(
+    "pending_vectors",
+    metadata,
+    Column("image_id", BIG_INTEGER, primary_key=True, autoincrement=False),
+    Column("content_hash", BYTES, nullable=False),
+    Column("vector", BYTES, nullable=False),
 )

@@ -5,6 +5,10 @@ changes it meanwhile), and the copy is checked equal (rows per table and a diges
 counts. An interrupted copy leaves no half library that looks whole: a SQLite target is written to a
 temporary file renamed into place at the end; a server target is filled in one transaction, so it is either
 complete or holds no library at all.
+
+An unfinished reindex (imgsearch.index.reindex) is deliberately left behind: its staged vectors and settings
+are not copied (the copy is the library as queries see it, with its current model); the report says so,
+and `imgsearch reindex` on the copy does it again.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CopyMismatch, UsageError
-from .catalog import Catalog
+from .catalog import Catalog, PendingReindex
 from .database import Database
 
 
@@ -27,14 +31,22 @@ class CopyReport:
     target: str
     counts: dict[str, int]  # rows per table: images, roots, failures
     seconds: float
+    left_behind: PendingReindex | None = None  # an unfinished reindex of the source, not copied
 
     def summary(self) -> str:
         n = self.counts
-        return (
+        line = (
             f"copied {n.get('images', 0):,} images, {n.get('roots', 0)} folders and "
             f"{n.get('failures', 0)} failed files to {self.target} in {self.seconds:.1f} s; "
             "checked equal: every row and vector"
         )
+        if self.left_behind is not None:
+            model = self.left_behind.model
+            line += (
+                f". The unfinished reindex to {model} ({self.left_behind.staged:,} vectors staged) was not "
+                f"copied: run `imgsearch reindex --model {model}` on the copy"
+            )
+        return line
 
 
 def copy_catalog(source: Database, target: Database, home: Path) -> CopyReport:
@@ -49,6 +61,7 @@ def copy_catalog(source: Database, target: Database, home: Path) -> CopyReport:
             if catalog.model() is None:
                 raise UsageError(f"{source.where()} has no images yet: nothing to copy")
             wanted = catalog.fingerprint()
+            left_behind = catalog.pending_reindex()
             if target.file is not None:
                 _copy_to_file(catalog, target.file, wanted)
             else:
@@ -57,7 +70,8 @@ def copy_catalog(source: Database, target: Database, home: Path) -> CopyReport:
             lock.release()
     finally:
         catalog.close()
-    return CopyReport(source.shown, target.shown, wanted[0], time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return CopyReport(source.shown, target.shown, wanted[0], seconds, left_behind)
 
 
 def _fill(source: Catalog, target: Catalog) -> None:
