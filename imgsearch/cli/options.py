@@ -12,6 +12,21 @@ from ..model.numerics import DEVICES, PRECISIONS
 
 def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--home, --db, --path-map, --model, --lang, --device and --precision, read from the environment too."""
+    return _decorate(command, _options(model=True))
+
+
+def library_options_but_model(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The same without --model, for a command whose --model means something else (`eval`)."""
+    return _decorate(command, _options(model=False))
+
+
+def _decorate(command: Callable[..., Any], decorators: list[Callable[..., Any]]) -> Callable[..., Any]:
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def _options(model: bool) -> list[Callable[..., Any]]:
     decorators = [
         click.option(
             "--home",
@@ -34,12 +49,6 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
             metavar="STORED=LOCAL",
             help="Read the folder the catalog stores as STORED at LOCAL on this machine (a share mounted "
             "elsewhere); repeatable [env IMGSEARCH_PATH_MAP, pairs separated by ':'].",
-        ),
-        click.option(
-            "--model",
-            envvar="IMGSEARCH_MODEL",
-            help="NAME:TAG, hf-hub:ORG/REPO or local-dir:FOLDER [env IMGSEARCH_MODEL; default: the "
-            "index's own model, or ViT-B-32:laion2b_s34b_b79k for a new index].",
         ),
         click.option(
             "--lang",
@@ -65,9 +74,17 @@ def library_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "compute it natively, else fp32. Queries are always embedded in fp32.",
         ),
     ]
-    for decorate in reversed(decorators):
-        command = decorate(command)
-    return command
+    if model:
+        decorators.insert(3, _MODEL)
+    return decorators
+
+
+_MODEL = click.option(
+    "--model",
+    envvar="IMGSEARCH_MODEL",
+    help="NAME:TAG, hf-hub:ORG/REPO or local-dir:FOLDER [env IMGSEARCH_MODEL; default: the "
+    "index's own model, or ViT-B-32:laion2b_s34b_b79k for a new index].",
+)
 
 
 def open_library(
