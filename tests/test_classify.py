@@ -109,7 +109,7 @@ def test_the_scale_is_the_models_logit_scale_and_temperature_replaces_it(tmp_pat
 
 
 def test_a_sigmoid_model_gets_one_sigmoid_per_label_with_its_bias(tmp_path, isolated_home):
-    """SigLIP's recipe: sigmoid(cosine x scale + bias) per label, as trained; a temperature means a softmax."""
+    """SigLIP's recipe: sigmoid(cosine x scale + bias) per label; a temperature means a softmax."""
     rng = np.random.default_rng(5)
     encoder = _encoder(rng, logit_scale=10.0)
     encoder.logit_bias = -2.5

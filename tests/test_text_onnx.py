@@ -15,7 +15,7 @@ from imgsearch.model.encoder import Encoder
 from imgsearch.model.export import ensure_text_export, export_text, tokenizer_config
 from imgsearch.model.onnx_text import DATA_FILE, FOLDER, META_FILE, MODEL_FILE, OnnxText
 from imgsearch.model.specs import parse_model_spec
-from imgsearch.model.tokenizer import ClipTokenizer, open_clip_vocab, read_merges
+from imgsearch.model.tokenizer import ClipTokenizer, open_clip_vocab, read_merges, trim_padding
 from tests.cli_process import output_and_modules
 
 TEXTS = [
@@ -61,11 +61,31 @@ def test_tokenizer_gives_open_clip_token_ids(clean, context_length):
     np.testing.assert_array_equal(ours, theirs)
 
 
+def test_padding_is_cut_after_the_last_token_not_by_counting_tokens(torch_encoder):
+    """CLIP's id 0 is "!" as well as padding: a run of punctuation leaves it inside a text, and the end
+    token must survive the cut (torch's path and the export's both cut so)."""
+    tokenizer = ClipTokenizer(read_merges(open_clip_vocab()))
+    text = "wow %!…+…¿£#“! ok"
+    ids = tokenizer([text, "a dog"])
+    end = ids[0].tolist().index(tokenizer.eot)
+    assert 0 in ids[0, 1:end].tolist()
+    trimmed = trim_padding(ids)
+    assert trimmed.shape[1] == end + 1 and trimmed[0, -1] == tokenizer.eot
+    import torch
+
+    model = torch_encoder.model
+    with torch.inference_mode():
+        full = model.encode_text(torch.from_numpy(ids))
+    full = (full / full.norm(dim=1, keepdim=True)).numpy()
+    assert np.allclose(torch_encoder.embed_texts([text, "a dog"]), full, atol=1e-5)
+
+
 def test_export_of_the_tiny_model_gives_the_torch_vectors(torch_encoder, tmp_path):
     meta = export_text(torch_encoder, tmp_path / "export")
     assert meta["supported"] and meta["verified"]["min_cos"] >= 0.9999
     assert meta["tokenizer"] == {"kind": "clip-bpe", "context_length": 77, "clean": "lower"}
-    assert meta["format"] == 3 and meta["key"] == model_key(torch_encoder.spec)
+    assert meta["format"] == 4 and meta["key"] == model_key(torch_encoder.spec)
+    assert meta["input"] == "prefix" and set(meta["files"]) == {MODEL_FILE, DATA_FILE, "merges.txt"}
     onnx = OnnxText.load(tmp_path / "export", meta)
     assert onnx is not None
     texts = [*TEXTS, "a red apple on a table", "mountain lake in winter"]

@@ -62,6 +62,33 @@ def encode_text_prefix(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     return x
 
 
+#: How a text export's graph takes its tokens (meta.json "input"): "prefix", only the positions up to the
+#: last end-of-text token (a causal tower: encode_text_prefix); "masked", only up to the last non-padding
+#: token (a Hugging Face tower whose attention mask and pooling ignore padding); "full", the whole context
+#: (open_clip's non-causal text transformer, which attends to the padding and may pool at it).
+TEXT_INPUTS = ("prefix", "masked", "full")
+
+
+def text_tower_input(model: Any) -> str | None:
+    """Which of TEXT_INPUTS the text tower of `model` allows, or None for a tower imgsearch does not know
+    (its export is then not attempted)."""
+    from open_clip.hf_model import ClsLastHiddenStatePooler, ClsPooler, HFTextEncoder, MeanPooler
+    from open_clip.model import CLIP, CustomTextCLIP
+    from open_clip.transformer import TextTransformer
+
+    if isinstance(model, CLIP) and type(model).encode_text is CLIP.encode_text:
+        return "prefix" if causal_text_tower(model) else "full"
+    if not isinstance(model, CustomTextCLIP) or type(model).encode_text is not CustomTextCLIP.encode_text:
+        return None
+    text = model.text
+    if type(text) is TextTransformer:
+        return "full"
+    if type(text) is HFTextEncoder:
+        masked = type(text.pooler) in (MeanPooler, ClsPooler, ClsLastHiddenStatePooler)
+        return "masked" if masked else "full"
+    return None
+
+
 def tokenizer_config(tokenizer: Any) -> dict[str, Any] | None:
     """How to rebuild `tokenizer` without torch, or None when imgsearch.model.tokenizer cannot: only
     open_clip's SimpleTokenizer with its own vocabulary, no extra special tokens and no token-dropping
@@ -81,6 +108,61 @@ def tokenizer_config(tokenizer: Any) -> dict[str, Any] | None:
     if clean not in CLEANERS:
         return None
     return {"kind": "clip-bpe", "context_length": int(tokenizer.context_length), "clean": clean}
+
+
+def hf_tokenizer_config(tokenizer: Any) -> tuple[dict[str, Any], str] | str:
+    """How imgsearch.model.hf_tokenizer rebuilds open_clip's HFTokenizer `tokenizer` without transformers:
+    (its settings, the text of the `tokenizers.Tokenizer` transformers runs underneath, without padding or
+    truncation), or why it cannot (a slow, Python-only tokenizer; open_clip's 'clips' mode; an unknown
+    clean function)."""
+    from open_clip import tokenizer as oc
+    from tokenizers import Tokenizer
+
+    if type(tokenizer) is not oc.HFTokenizer:
+        kind = type(tokenizer).__name__
+        return f"the model's tokenizer is {kind}, neither open_clip's CLIP BPE nor its HFTokenizer"
+    if tokenizer.tokenizer_mode:
+        return f"open_clip's HFTokenizer in mode {tokenizer.tokenizer_mode!r}"
+    inner = tokenizer.tokenizer
+    backend = getattr(inner, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        return f"{type(inner).__name__} is not backed by a `tokenizers` tokenizer"
+    cleaners = {
+        "lower": oc._clean_lower,
+        "whitespace": oc._clean_whitespace,
+        "canonicalize": oc._clean_canonicalize,
+    }
+    clean = next((name for name, fn in cleaners.items() if tokenizer.clean_fn is fn), None)
+    if clean is None or not tokenizer.context_length:
+        return "open_clip's HFTokenizer has a clean function or context length imgsearch does not know"
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    settings: dict[str, Any] = {
+        "kind": "hf",
+        "class": type(inner).__name__,
+        "context_length": int(tokenizer.context_length),
+        "clean": clean,
+        "strip_sep_token": bool(tokenizer.strip_sep_token),
+        "sep_id": inner.sep_token_id,
+        "pad_id": int(inner.pad_token_id),
+        "pad_token": str(inner.pad_token),
+        "pad_type_id": int(inner.pad_token_type_id),
+        "padding_side": inner.padding_side,
+        "truncation_side": inner.truncation_side,
+        "split_special_tokens": bool(inner.split_special_tokens),
+        "language": None,
+    }
+    if hasattr(tokenizer, "set_lang_fn"):  # NLLB: a source-language code around every text
+        if not hasattr(inner, "legacy_behaviour"):
+            return f"{type(inner).__name__} sets a language in a way imgsearch does not know"
+        settings["language"] = {
+            "legacy": bool(inner.legacy_behaviour),
+            "eos": str(inner.eos_token),
+            "eos_id": int(inner.eos_token_id),
+            "unk_id": int(inner.unk_token_id),
+        }
+    return settings, copy.to_str()
 
 
 _INIT_FUNCTIONS = (
@@ -123,6 +205,15 @@ def lean_construction() -> Iterator[None]:
                 setattr(torch.nn.init, name, function)
             torch.nn.Module.load_state_dict = load_state_dict  # type: ignore[method-assign]
             safetensors_torch.load_file = load_file
+
+
+def source_language(tokenizer: Any, code: str) -> None:
+    """Set an NLLB tokenizer (open_clip's HFTokenizer) to the language code `code`. open_clip's own
+    `set_language` calls transformers' `set_src_lang_special_tokens`, which transformers 5 undoes on the
+    next call from its `src_lang` attribute: both are set here."""
+    inner = tokenizer.tokenizer
+    inner.src_lang = code
+    inner.set_src_lang_special_tokens(code)
 
 
 def fuse_branches(model: Any) -> Any:
@@ -229,6 +320,19 @@ def _check_traceable_attention() -> None:
         raise UpstreamChanged("traceable_attention: ResidualAttentionBlock.forward no longer calls attention")
 
 
+def _check_source_language() -> None:
+    from open_clip.tokenizer import HFTokenizer
+
+    if "self.tokenizer = AutoTokenizer" not in inspect.getsource(HFTokenizer.__init__):
+        raise UpstreamChanged("source_language: open_clip's HFTokenizer no longer keeps `tokenizer`")
+    try:
+        from transformers import NllbTokenizer as nllb
+    except ImportError:
+        return  # no transformers: no NLLB tokenizer to set
+    if not hasattr(nllb, "set_src_lang_special_tokens") or "src_lang" not in inspect.getsource(nllb):
+        raise UpstreamChanged("source_language: transformers' NLLB tokenizer has no src_lang setter")
+
+
 def _check_fuse_branches() -> None:
     try:
         from timm.utils.model import reparameterize_model
@@ -257,14 +361,59 @@ def _check_tokenizer_config() -> None:
             raise UpstreamChanged(f"tokenizer_config: open_clip's SimpleTokenizer has no {name}")
 
 
+def _check_hf_tokenizer_config() -> None:
+    import transformers
+    from open_clip.tokenizer import HFTokenizer
+
+    init = inspect.getsource(HFTokenizer.__init__)
+    call = inspect.getsource(HFTokenizer.__call__)
+    for name in ("self.tokenizer_mode", "self.clean_fn", "self.strip_sep_token", "set_lang_fn"):
+        if name not in init:
+            raise UpstreamChanged(f"hf_tokenizer_config: open_clip's HFTokenizer no longer sets {name}")
+    for part in ("padding='max_length'", "truncation=True", "max_length=context_length", "sep_token_id"):
+        if part not in call.replace('"', "'"):
+            raise UpstreamChanged(f"hf_tokenizer_config: open_clip's HFTokenizer.__call__ lost {part}")
+    backend = transformers.PreTrainedTokenizerFast
+    source = inspect.getsource(backend.set_truncation_and_padding)
+    for part in ("enable_truncation", "enable_padding", "pad_token_type_id", "truncation_side"):
+        if part not in source:
+            raise UpstreamChanged(f"hf_tokenizer_config: transformers' fast tokenizer no longer uses {part}")
+    nllb = inspect.getsource(transformers.NllbTokenizer.set_src_lang_special_tokens)
+    if "legacy_behaviour" not in nllb or "TemplateProcessing" not in nllb:
+        raise UpstreamChanged("hf_tokenizer_config: transformers' NLLB tokenizer sets its language otherwise")
+
+
+def _check_text_tower_input() -> None:
+    from open_clip import hf_model, model, transformer
+
+    needed = {
+        hf_model: ("HFTextEncoder", "MeanPooler", "ClsPooler", "ClsLastHiddenStatePooler"),
+        model: ("CLIP", "CustomTextCLIP"),
+        transformer: ("TextTransformer",),
+    }
+    for module, names in needed.items():
+        for name in names:
+            if not hasattr(module, name):
+                raise UpstreamChanged(f"text_tower_input: {module.__name__}.{name} is gone")
+    forward = inspect.getsource(hf_model.HFTextEncoder.forward)
+    for part in ("x != self.config.pad_token_id", "attention_mask=attn_mask", "self.pooler(out, attn_mask)"):
+        if part not in forward:
+            raise UpstreamChanged(f"text_tower_input: open_clip's HFTextEncoder.forward lost {part}")
+    if "self.text(" not in inspect.getsource(model.CustomTextCLIP.encode_text):
+        raise UpstreamChanged("text_tower_input: open_clip's CustomTextCLIP.encode_text no longer calls text")
+
+
 #: Each patch, and the check that upstream still has what it relies on.
 UPSTREAM: dict[str, Callable[[], None]] = {
     "lean_construction": _check_lean_construction,
     "encode_text_prefix": _check_encode_text_prefix,
     "traceable_attention": _check_traceable_attention,
     "fuse_branches": _check_fuse_branches,
+    "source_language": _check_source_language,
     "hub_offline": _check_hub_offline,
     "tokenizer_config": _check_tokenizer_config,
+    "hf_tokenizer_config": _check_hf_tokenizer_config,
+    "text_tower_input": _check_text_tower_input,
 }
 
 

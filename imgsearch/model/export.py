@@ -3,11 +3,13 @@ from a loaded torch encoder, checked before use.
 
 Runs in the background exporter (imgsearch.model.exporter), once per model content for a user (the exports
 live in the per-user cache, imgsearch.model.cache). An export is made from the same weights in fp32,
-pre-optimised by ONNX Runtime, then checked: for text, imgsearch's tokenizer must give open_clip's token ids
-and the ONNX vectors cosine >= MIN_COS to the torch encoder's on PROBES; for images, the vectors of the
-image probes, and an int8 variant is kept beside it when its vectors are within MIN_COS_INT8. Otherwise, or
-when the model's tokenizer is not CLIP's BPE, meta.json records why and queries keep the torch path. Files
-go to a temporary folder that is renamed into place.
+pre-optimised by ONNX Runtime, then checked: for text, imgsearch's torch-free tokenizer (CLIP's BPE,
+imgsearch.model.tokenizer, or a Hugging Face one, imgsearch.model.hf_tokenizer) must give the torch
+tokenizer's ids and the ONNX vectors cosine >= MIN_COS to the torch encoder's on PROBES (for NLLB, with
+each probe's language code and with one code for all); for images, the vectors of the image probes, and an
+int8 variant is kept beside it when its vectors are within MIN_COS_INT8. Otherwise, or when the model's
+tokenizer or text tower is of a kind imgsearch cannot rebuild, meta.json records why and queries keep the
+torch path. Files go to a temporary folder that is renamed into place.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from typing import Any
 
 from . import onnx_image
 from .cache import export_folder, model_key
-from .compat import causal_text_tower, encode_text_prefix, tokenizer_config, traceable_attention
+from .compat import (
+    encode_text_prefix,
+    hf_tokenizer_config,
+    text_tower_input,
+    tokenizer_config,
+    traceable_attention,
+)
 from .encoder import Encoder
 from .onnx_image import OnnxImage
 from .onnx_text import (
@@ -41,11 +49,12 @@ from .onnx_text import (
     META_FILE,
     MODEL_FILE,
     OUTPUT,
+    TOKENIZER_FILE,
     OnnxText,
     current_meta,
     enabled,
 )
-from .tokenizer import open_clip_vocab, read_merges
+from .tokenizer import open_clip_vocab, read_merges, trim_padding
 
 _log = logging.getLogger("imgsearch")
 
@@ -71,7 +80,14 @@ PROBES = [
     "!!!???...",
     "the quick brown fox jumps over the lazy dog",
     "a black and white photograph of an old steam train crossing a bridge",
+    "木桌上的红苹果",
+    "تفاحة حمراء على طاولة خشبية",
+    "ein Hund läuft bei Sonnenuntergang am Strand",
+    "夕焼けの浜辺を走る犬 and a dog",
+    "%!…+…¿£#“!",  # CLIP's id 0 ("!") inside the text: padding is not told by counting tokens
 ]
+#: A language code given for every probe (`--lang`), for a tokenizer that takes one (NLLB).
+PROBE_LANG = "deu_Latn"
 
 
 #: Seed of the noise images among the image export's probes (with flat grey and a gradient: _verify_image).
@@ -132,21 +148,38 @@ def _ensure(
 def export_text(encoder: Encoder, folder: Path) -> dict[str, Any]:
     """Export, verify and install; returns the meta.json written (supported or not)."""
     started = time.perf_counter()
-    tokenizer = tokenizer_config(encoder.tokenizer)
-    if tokenizer is None:
-        reason = "the model's tokenizer is not open_clip's CLIP BPE tokenizer"
-        return _write_meta_only(folder, encoder, reason, FORMAT)
-    if not causal_text_tower(encoder.model):
-        reason = "the text tower is not open_clip's causal CLIP transformer"
+    clip = tokenizer_config(encoder.tokenizer)
+    hf = None if clip is not None else hf_tokenizer_config(encoder.tokenizer)
+    if isinstance(hf, str):
+        return _write_meta_only(folder, encoder, hf, FORMAT)
+    input = text_tower_input(encoder.model)
+    if input is None:
+        reason = (
+            f"the text tower ({type(getattr(encoder.model, 'text', encoder.model)).__name__}) is neither "
+            "open_clip's text transformer nor a Hugging Face model in open_clip's HFTextEncoder"
+        )
         return _write_meta_only(folder, encoder, reason, FORMAT)
     tmp = _temp_folder(folder)
     try:
-        (tmp / MERGES_FILE).write_text("\n".join(read_merges(open_clip_vocab())), encoding="utf-8")
+        if hf is not None:
+            tokenizer, text = hf
+            (tmp / TOKENIZER_FILE).write_text(text, encoding="utf-8")
+            files = (*FILES, TOKENIZER_FILE)
+        else:
+            tokenizer = clip or {}
+            (tmp / MERGES_FILE).write_text("\n".join(read_merges(open_clip_vocab())), encoding="utf-8")
+            files = (*FILES, MERGES_FILE)
         reference = _fp32_cpu(encoder, images=False)
-        _export_text_onnx(reference, tmp)
-        extra = {"tokenizer": tokenizer, "dim": reference.dim, "logit_scale": reference.logit_scale}
+        _export_text_onnx(reference, tmp, input, int(tokenizer.get("pad_id", 0)))
+        extra = {
+            "tokenizer": tokenizer,
+            "input": input,
+            "dim": reference.dim,
+            "logit_scale": reference.logit_scale,
+            "logit_bias": reference.logit_bias,
+        }
         meta = _meta(encoder, FORMAT, **extra)
-        return _finish(tmp, folder, meta, FILES, _verify_text, reference, started)
+        return _finish(tmp, folder, meta, files, _verify_text, reference, started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -206,13 +239,18 @@ def _fp32_cpu(encoder: Encoder, images: bool) -> Encoder:
     return Encoder.load(encoder.spec, device="cpu", precision="fp32")
 
 
-def _export_text_onnx(encoder: Encoder, folder: Path) -> None:
-    """The graph is encode_text_prefix with a variable number of tokens, so a query runs the tower over its
-    ~10 tokens, not the whole context (4-7x less work). torch's MultiheadAttention would fix the length it
-    was traced with into its reshapes; each block's attention is swapped, for the export only, for the same
-    arithmetic written with shapes the tracer keeps symbolic. _verify_text checks the result, lengths 2 to
-    77."""
+def _export_text_onnx(encoder: Encoder, folder: Path, input: str, pad: int) -> None:
+    """The graph of a causal CLIP tower ("prefix") is encode_text_prefix with a variable number of tokens,
+    so a query runs the tower over its ~10 tokens, not the whole context (4-7x less work); so is a Hugging
+    Face tower's ("masked": its attention mask and pooling ignore padding), traced on a batch with
+    padding so that the mask stays in the graph. A non-causal open_clip tower ("full") attends to the
+    padding and may pool at it: its graph takes the whole context. torch's MultiheadAttention would fix the
+    length it was traced with into its reshapes; each open_clip block's attention is swapped, for the
+    export only, for the same arithmetic written with shapes the tracer keeps symbolic. _verify_text
+    checks the result, every probe alone and in one batch (lengths 2 to the context)."""
     import torch
+
+    model = encoder.model
 
     class TextTower(torch.nn.Module):
         def __init__(self, model: Any):
@@ -220,13 +258,16 @@ def _export_text_onnx(encoder: Encoder, folder: Path) -> None:
             self.model = model
 
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return encode_text_prefix(self.model, tokens)
+            if input == "prefix":
+                return encode_text_prefix(self.model, tokens)
+            return self.model.encode_text(tokens)
 
-    tokens = torch.zeros((2, 8), dtype=torch.long)
-    tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, 320, 49407
-    with traceable_attention(encoder.model):
-        axes = {INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"}}
-        _write_onnx(TextTower(encoder.model), tokens, folder / MODEL_FILE, DATA_FILE, INPUT, OUTPUT, axes)
+    tokens = encoder.tokenize(["a photo of a red apple on a wooden table", "a dog"])
+    if input != "full":
+        tokens = trim_padding(tokens, pad)
+    axes = {INPUT: {0: "batch", 1: "length"} if input != "full" else {0: "batch"}, OUTPUT: {0: "batch"}}
+    with traceable_attention(model), traceable_attention(getattr(model, "text", None)):
+        _write_onnx(TextTower(model), tokens, folder / MODEL_FILE, DATA_FILE, INPUT, OUTPUT, axes)
 
 
 def _export_image_onnx(encoder: Encoder, folder: Path) -> None:
@@ -314,14 +355,24 @@ def _verify_text(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict
     onnx = OnnxText.load(folder, meta)
     if onnx is None:
         return {"supported": False, "reason": "the exported files do not load"}
-    ours = onnx.tokenizer(PROBES)
-    theirs = reference.tokenizer(PROBES).numpy()
-    if not np.array_equal(ours, theirs):
-        bad = [p for p, a, b in zip(PROBES, ours, theirs, strict=True) if not np.array_equal(a, b)]
-        return {"supported": False, "reason": f"tokenizer differs from open_clip on {bad[:3]}"}
+    langs = [None, PROBE_LANG] if meta["tokenizer"].get("language") else [None]
+    for lang in langs:
+        ours = onnx.tokenizer(PROBES, lang)
+        theirs = reference.tokenize(PROBES, lang).numpy()
+        if not np.array_equal(ours, theirs):
+            bad = [p for p, a, b in zip(PROBES, ours, theirs, strict=True) if not np.array_equal(a, b)]
+            with_lang = f" with language {lang}" if lang else ""
+            return {
+                "supported": False,
+                "reason": f"tokenizer differs from the torch one{with_lang} on {bad[:3]}",
+            }
     expected = reference.embed_texts(PROBES)
     alone = np.concatenate([onnx.embed_texts([probe]) for probe in PROBES])  # each at its own length
-    return _verdict(expected, [onnx.embed_texts(PROBES), alone])
+    verdict = _verdict(expected, [onnx.embed_texts(PROBES), alone])
+    if verdict["supported"] and len(langs) > 1:
+        verdict = _verdict(reference.embed_texts(PROBES, PROBE_LANG), [onnx.embed_texts(PROBES, PROBE_LANG)])
+        verdict["verified"]["probes"] = 2 * len(PROBES)
+    return verdict
 
 
 def _verify_image(reference: Encoder, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:

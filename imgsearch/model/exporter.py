@@ -97,8 +97,8 @@ def _intact(folder: Path, spec: ModelSpec, format: int, files: tuple[str, ...]) 
     if not meta.get("supported"):
         return True
     try:
-        onnx_text.check_sizes(folder, meta, files)
-    except (OSError, ValueError, KeyError):
+        onnx_text.check_sizes(folder, meta, [*files, *meta["files"]])  # the tokenizer's file too
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
 

@@ -5,8 +5,10 @@ the torch encoder is loaded anyway (indexing, or a query without an export), img
 the text tower, checked against torch, to `<cache>/text-encoder/<model key>/` (imgsearch.model.cache):
 
   text.onnx, text.onnx.data   the graph, pre-optimised by ONNX Runtime, and its weights (memory-mapped)
-  merges.txt                  the tokenizer's BPE merges (imgsearch.model.tokenizer)
-  meta.json                   model id, tokenizer, verification result, versions; or why it is unsupported
+  merges.txt                  CLIP's BPE merges (imgsearch.model.tokenizer), or
+  tokenizer.json              a Hugging Face tokenizer (imgsearch.model.hf_tokenizer)
+  meta.json                   model id, tokenizer settings, how the graph takes its tokens ("input": see
+                              compat.TEXT_INPUTS), verification result, versions; or why it is unsupported
 
 This module only reads an export: it imports neither torch nor open_clip.
 """
@@ -19,7 +21,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,15 +29,21 @@ from .cache import export_folder, model_key
 from .specs import ModelSpec
 from .tokenizer import ClipTokenizer, read_merges, trim_padding
 
+if TYPE_CHECKING:
+    from .hf_tokenizer import HfTokenizer
+
 _log = logging.getLogger("imgsearch")
 
 FOLDER = "text-encoder"
-FORMAT = 3  # bump when the files or their meaning change: older exports are then made again (3: in the cache)
+# Bump when the files or their meaning change: older exports are then made again (3: in the cache; 4:
+# Hugging Face tokenizers and non-causal towers, so the "unsupported" verdicts of format 3 are tried again).
+FORMAT = 4
 MODEL_FILE = "text.onnx"
 DATA_FILE = "text.onnx.data"
 MERGES_FILE = "merges.txt"
+TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
-FILES = (MODEL_FILE, DATA_FILE, MERGES_FILE)
+FILES = (MODEL_FILE, DATA_FILE)  # and the tokenizer's file: meta.json's "files" names each
 INPUT = "tokens"
 OUTPUT = "embedding"
 
@@ -126,12 +134,15 @@ def open_session(path: Path, warm: bool = False, threads: int | None = None) -> 
 class OnnxText:
     """A model's text tower from its export: texts -> unit vectors, as `Encoder.embed_texts` gives them."""
 
-    def __init__(self, session: Any, tokenizer: ClipTokenizer, meta: dict[str, Any]):
+    def __init__(self, session: Any, tokenizer: ClipTokenizer | HfTokenizer, meta: dict[str, Any]):
         self.session = session
         self.tokenizer = tokenizer
         self.meta = meta
+        self.input = meta.get("input", "prefix")
         self.dim = int(meta["dim"])
         self.logit_scale = float(meta["logit_scale"])
+        bias = meta.get("logit_bias")
+        self.logit_bias = float(bias) if bias is not None else None
 
     @classmethod
     def open(cls, spec: ModelSpec, warm: bool = False) -> OnnxText | None:
@@ -150,18 +161,35 @@ class OnnxText:
     def load(cls, folder: Path, meta: dict[str, Any], warm: bool = False) -> OnnxText | None:
         """Open the files `meta` describes; None if any is missing, of another size, or unreadable."""
         try:
-            check_sizes(folder, meta, FILES)
-            tok = meta["tokenizer"]
-            tokenizer = ClipTokenizer(read_merges(folder / MERGES_FILE), tok["context_length"], tok["clean"])
-            return cls(open_session(folder / MODEL_FILE, warm), tokenizer, meta)
+            check_sizes(folder, meta, list(meta["files"]))
+            return cls(
+                open_session(folder / MODEL_FILE, warm), open_tokenizer(folder, meta["tokenizer"]), meta
+            )
         except Exception as e:  # a damaged export is only a slower query: the torch path remakes it
             warn_unusable("text", folder, e)
             return None
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts -> (N, dim) float32 unit vectors. The tokens are cut after the last end-of-text token
-        (the graph takes any length: see imgsearch.model.encoder.encode_text_prefix)."""
-        return unit_rows(self.session.run([OUTPUT], {INPUT: trim_padding(self.tokenizer(texts))})[0])
+    def embed_texts(self, texts: Sequence[str], lang: str | None = None) -> np.ndarray:
+        """Texts -> (N, dim) float32 unit vectors. Unless the graph takes the whole context ("full"), the
+        tokens are cut after the last one that is not padding (the graph takes any length: see
+        compat.encode_text_prefix and compat.TEXT_INPUTS). `lang`: NLLB's language code for every text
+        (None: each text's from its script); other tokenizers have none."""
+        tokens = self.tokenizer(texts, lang)
+        if self.input != "full":
+            tokens = trim_padding(tokens, self.tokenizer.pad_id)
+        return unit_rows(self.session.run([OUTPUT], {INPUT: tokens})[0])
+
+
+def open_tokenizer(folder: Path, settings: dict[str, Any]) -> ClipTokenizer | HfTokenizer:
+    """The torch-free tokenizer an export's meta.json describes, from its file in `folder`."""
+    if settings["kind"] == "clip-bpe":
+        merges = read_merges(folder / MERGES_FILE)
+        return ClipTokenizer(merges, settings["context_length"], settings["clean"])
+    if settings["kind"] == "hf":
+        from .hf_tokenizer import HfTokenizer
+
+        return HfTokenizer(folder / TOKENIZER_FILE, settings)
+    raise ValueError(f"unknown tokenizer kind {settings['kind']!r}")
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:

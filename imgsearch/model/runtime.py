@@ -49,8 +49,10 @@ class ModelRuntime:
         device: str = "auto",
         precision: str = "auto",
         encoder: Encoder | None = None,
+        lang: str | None = None,
     ):
         self.home = home
+        self.lang = lang  # NLLB's language code for every text; None: from each text's script
         self.device = device
         self.precision = precision
         self._index: Encoder | None = encoder  # makes the stored image vectors, in the index numerics
@@ -61,7 +63,7 @@ class ModelRuntime:
         self._offered: set[str] = set()  # models whose exports this runtime asked for
         self.warm = False  # set by warm_up: many queries will follow
         self.one_off = False  # set by the command line: this process exits when its command is done
-        self._texts: _Recent[tuple[str, str]] = _Recent()
+        self._texts: _Recent[tuple[str, str | None, str]] = _Recent()
         self._images: _Recent[tuple[str, bytes]] = _Recent()
         # Query vectors are made one at a time: a server's request threads share the caches, the lazily
         # opened encoders and the model. An index run's batches (a writer thread) do not take it.
@@ -128,19 +130,22 @@ class ModelRuntime:
         found: dict[str, np.ndarray] = {}
         with self._encoding:
             for text in texts:
-                vector = self._texts.recall((spec.id, text))
+                vector = self._texts.recall((spec.id, self.lang, text))
                 if vector is not None:
                     found[text] = vector
             missing = [text for text in dict.fromkeys(texts) if text not in found]
             if missing:
-                for text, vector in zip(missing, self._text_encoder(spec).embed_texts(missing), strict=True):
+                vectors = self._text_encoder(spec).embed_texts(missing, lang=self.lang)
+                for text, vector in zip(missing, vectors, strict=True):
                     found[text] = vector
-                    self._texts.remember((spec.id, text), vector, TEXT_CACHE)
+                    self._texts.remember((spec.id, self.lang, text), vector, TEXT_CACHE)
         return np.stack([found[text] for text in texts])
 
-    def logit_scale(self, spec: ModelSpec) -> float:
+    def logits(self, spec: ModelSpec) -> tuple[float, float | None]:
+        """The model's learned logit scale and, for a sigmoid-trained model (SigLIP), its logit bias."""
         with self._encoding:
-            return self._text_encoder(spec).logit_scale
+            encoder = self._text_encoder(spec)
+            return encoder.logit_scale, encoder.logit_bias
 
     def embed_image(
         self, spec: ModelSpec, digest: bytes, decode: Callable[[Preprocess], np.ndarray]

@@ -95,6 +95,14 @@ _CLEAN: dict[str, Callable[[str], str]] = {
 }
 
 
+def clean_function(name: str) -> Callable[[str], str]:
+    """open_clip's text cleaning `name` (lower, whitespace, canonicalize): the same steps as its
+    `get_clean_fn`, for CLIP's tokenizer and Hugging Face ones alike."""
+    if name not in _CLEAN:
+        raise ValueError(f"unknown clean function {name!r}")
+    return _CLEAN[name]
+
+
 class ClipTokenizer:
     """Texts -> (N, context_length) int64 token ids, as `open_clip.get_tokenizer(name)(texts)` gives them."""
 
@@ -110,12 +118,14 @@ class ClipTokenizer:
         self.sot, self.eot = len(self.base) + len(merges), len(self.base) + len(merges) + 1
         self.special = dict(zip(_SPECIAL, (self.sot, self.eot), strict=True))
         self.context_length = context_length
+        self.pad_id = 0  # the id after the end-of-text token (also "!"'s: see trim_padding)
         self.clean = _CLEAN[clean]
         self._bytes = _bytes_to_unicode()
         self._pattern: Any = None  # the Unicode split, compiled on the first non-ASCII text
         self._bpe = lru_cache(maxsize=10_000)(self._merge)
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str], lang: str | None = None) -> np.ndarray:
+        """`lang` (NLLB's language code for Hugging Face tokenizers) has no meaning here: ignored."""
         out = np.zeros((len(texts), self.context_length), dtype=np.int64)
         for row, text in enumerate(texts):
             tokens = [self.sot, *self.encode(text), self.eot]
@@ -171,8 +181,11 @@ class ClipTokenizer:
         return ids
 
 
-def trim_padding(tokens: Any) -> Any:
-    """Token ids (torch or numpy, one row per text) cut after the last end-of-text token of any row: the
-    rest is padding (token 0), which a causal text tower pooled at that token never looks at."""
-    length = int((tokens != 0).sum(1).max())
-    return tokens[:, : max(length, 1)]
+def trim_padding(tokens: Any, pad: int = 0) -> Any:
+    """Token ids (torch or numpy, one row per text) cut after the last column where any row holds a token
+    other than `pad`: the rest is padding, which a causal text tower pooled at the end-of-text token, or a
+    tower that masks padding, never looks at. (Not by counting tokens: CLIP's id 0 is "!", which a run of
+    punctuation can leave inside a text.)"""
+    filled = (tokens != pad).any(0).tolist()
+    length = len(filled) - filled[::-1].index(True) if True in filled else 1
+    return tokens[:, :length]
