@@ -1,8 +1,8 @@
 """open_clip's SimpleTokenizer built with Hugging Face `tokenizers`: the alternative to imgsearch's
-hand-written CLIP BPE (imgsearch.model.tokenizer) that bench/tokenizers.py measures. It gives the same ids
-(on cleaned text: ftfy, HTML unescape, whitespace and lowercasing stay in Python) but starts slower, so
-imgsearch keeps the hand-written one; this module exists for the benchmark. (Not named after the package:
-bench/tokenizers.py already shadows it for scripts run from bench/.)"""
+hand-written CLIP BPE (imgsearch.model.tokenizer) that bench/tokenizer_cold_start.py measures. It gives
+the same ids (on cleaned text: ftfy, HTML unescape, whitespace and lowercasing stay in Python) but starts
+slower, so imgsearch keeps the hand-written one; this module exists for the benchmark. (No bench module
+is named after the package: scripts run from bench/ would import it instead of `tokenizers`.)"""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def clip_pipeline(tokenizer: Any, context_length: int = 77) -> Any:
 
 def clip_tokenizers(merges: Sequence[str], context_length: int = 77) -> Any:
     """open_clip's SimpleTokenizer built with Hugging Face `tokenizers` from the merge lines: the same ids
-    for cleaned text (see bench/tokenizers.py, which measures it against ClipTokenizer)."""
+    for cleaned text (see bench/tokenizer_cold_start.py, which measures it against ClipTokenizer)."""
     from tokenizers import Tokenizer, models
 
     symbols = list(_bytes_to_unicode().values())

@@ -1,7 +1,7 @@
 """CLIP's BPE two ways: imgsearch's hand-written tokenizer (imgsearch.model.tokenizer) against the same
 tokenizer built with Hugging Face `tokenizers`, for the ids they give and the cold start they cost.
 
-    python bench/tokenizers.py [--runs 15] [--work DIR]
+    python bench/tokenizer_cold_start.py [--runs 15] [--work DIR]
 
 1. Equality: both against open_clip's SimpleTokenizer on a seeded corpus (ASCII, accents, CJK, Hangul,
    Arabic, Cyrillic, Devanagari, Thai, emoji with joiners and skin tones, punctuation, HTML entities,
