@@ -10,7 +10,7 @@ import click
 
 from ..index.events import IndexEvents
 from . import LOADED_AT
-from .options import library_options, open_library
+from .options import library_options, open_library, ray_option, workers_option
 from .output import display_path
 
 
@@ -58,18 +58,11 @@ class TerminalProgress(IndexEvents):
 @click.command()
 @click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @library_options
-@click.option(
-    "-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core]."
-)
-@click.option(
-    "--ray",
-    "ray",
-    is_flag=False,
-    flag_value="auto",
-    metavar="ADDRESS",
-    help="Decode and embed new photos on a Ray cluster: HOST:PORT of its head, 'auto' (the default "
+@workers_option
+@ray_option(
+    "Decode and embed new photos on a Ray cluster: HOST:PORT of its head, 'auto' (the default "
     "when ADDRESS is left out: the cluster this machine is part of, else one started here) or 'local'. "
-    "Needs pip install 'imgsearch[ray]'; every node must see the folders at the same paths.",
+    "Needs pip install 'imgsearch[ray]'; every node must see the folders at the same paths."
 )
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still listed."

@@ -111,3 +111,14 @@ def open_library(
     )
     library.runtime.one_off = True  # the background exporter lets this process exit before it starts
     return library
+
+
+#: -j/--workers, for the commands that decode images (index, watch, reindex).
+workers_option = click.option(
+    "-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core]."
+)
+
+
+def ray_option(help: str) -> Callable[..., Any]:
+    """--ray [ADDRESS], for the commands that can decode and embed on a Ray cluster."""
+    return click.option("--ray", "ray", is_flag=False, flag_value="auto", metavar="ADDRESS", help=help)

@@ -8,23 +8,14 @@ from typing import Any
 import click
 
 from .index import TerminalProgress
-from .options import library_options, open_library
+from .options import library_options, open_library, ray_option, workers_option
 from .output import display_path
 
 
 @click.command()
 @library_options
-@click.option(
-    "-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core]."
-)
-@click.option(
-    "--ray",
-    "ray",
-    is_flag=False,
-    flag_value="auto",
-    metavar="ADDRESS",
-    help="Decode and embed on a Ray cluster, as for `index --ray`.",
-)
+@workers_option
+@ray_option("Decode and embed on a Ray cluster, as for `index --ray`.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; skipped files are listed.")
 def reindex(workers: int | None, ray: str | None, quiet: bool, **options: Any) -> None:
     """Move the index to another model (--model NEW): re-encode every indexed image with it, then switch.

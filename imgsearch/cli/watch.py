@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..index.events import IndexEvents
-from .options import library_options, open_library
+from .options import library_options, open_library, workers_option
 from .output import display_path
 
 log = logging.getLogger("imgsearch")
@@ -88,9 +88,7 @@ class _Shutdown:
     help="Seconds without new changes (and with unchanged file sizes) before a batch is indexed.",
 )
 @click.option("--poll", is_flag=True, help="Poll for changes instead of OS events (network drives).")
-@click.option(
-    "-j", "--workers", type=click.IntRange(min=1), help="Decoding processes [default: one per core]."
-)
+@workers_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every change seen, and each batch's folders.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 def watch(
