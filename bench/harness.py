@@ -51,6 +51,9 @@ class Settings:
     #: (library files and rows, insert rows, add_image calls per transaction, cold queries, re-scans) for
     #: bench/catalog_backends.py.
     catalog: tuple[int, int, int, int, int] = (100_000, 1_000_000, 64, 5, 3)
+    #: (families, "" for all; photos indexed; photos for ViT-L-14 and ViT-H-14; runs; s to wait for a quiet
+    #: CPU before each sample) for bench/families.py.
+    families: tuple[str, int, int, int, int] = ("", 32, 8, 3, 30)
 
 
 FULL = Settings(
@@ -76,6 +79,7 @@ SMOKE = Settings(
     ray=(8, "320x240", 1, 2, "640x480"),
     rclip=(2, True),
     catalog=(300, 2000, 64, 1, 1),
+    families=("RN50", 4, 2, 1, 0),
 )
 
 
@@ -795,6 +799,16 @@ def catalog_section(s: Settings) -> list[str]:
     return lines
 
 
+def families_section(s: Settings) -> list[str]:
+    """Every model family at full size with random weights (bench/families.py); its own machine line."""
+    import families
+
+    names, photos, big, runs, wait = s.families
+    args = ["--photos", str(photos), "--big-photos", str(big), "--runs", str(runs), "--max-wait", str(wait)]
+    r = run_script("families.py", *(["--families", names] if names else []), *args)
+    return [*families.report(r), families.NOTE]
+
+
 SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "index": index_section,
     "rescan": rescan_section,
@@ -809,6 +823,7 @@ SECTIONS: dict[str, Callable[[Settings], list[str]]] = {
     "rclip": rclip_section,
     "engines": engines_section,
     "catalog": catalog_section,
+    "families": families_section,
 }
 
 
