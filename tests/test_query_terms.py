@@ -197,7 +197,9 @@ def test_a_library_encodes_a_text_once_while_it_remembers_it(beach_library, monk
     encoder = beach_library.encoder()
     encoded: list[list[str]] = []
     embed = encoder.embed_texts
-    monkeypatch.setattr(encoder, "embed_texts", lambda texts: encoded.append(list(texts)) or embed(texts))
+    monkeypatch.setattr(
+        encoder, "embed_texts", lambda texts, lang=None: encoded.append(list(texts)) or embed(texts, lang)
+    )
     query = [Term.text("beach"), Term.text("people", -1)]
     first = names(beach_library.query(query, top=5))
     assert names(beach_library.query(query, top=5)) == first
